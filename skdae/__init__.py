@@ -1,0 +1,12 @@
+"""skdae: deep autoencoders pretrained as stacks of RBMs, for scikit-learn.
+
+Importing skdae compiles nothing and does not import Numba: kernels are imported and
+compiled (or loaded from the on-disk cache) on the first ``fit``.
+"""
+
+__version__ = "0.1.0"
+
+from ._autoencoder import RBMStackAutoencoder
+from ._rbm import RBM
+
+__all__ = ["RBM", "RBMStackAutoencoder", "__version__"]
