@@ -1,0 +1,24 @@
+"""Shared test settings.
+
+MNIST is never downloaded in tests: when ``SKDAE_DATA_HOME`` is unset, it is pointed at the
+project's sibling ``../shared/data/mnist`` folder, where these machines keep the IDX files.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+_LOCAL_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+if "SKDAE_DATA_HOME" not in os.environ and _LOCAL_MNIST.is_dir():
+    os.environ["SKDAE_DATA_HOME"] = str(_LOCAL_MNIST)
+
+
+@pytest.fixture(scope="session")
+def mnist_home():
+    """Folder holding the MNIST IDX files; skips the test when there is none."""
+    home = os.environ.get("SKDAE_DATA_HOME")
+    if not home or not Path(home).is_dir():
+        pytest.skip("MNIST IDX files not found: set SKDAE_DATA_HOME")
+    return Path(home)
