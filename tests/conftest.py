@@ -7,7 +7,11 @@ project's sibling ``../shared/data/mnist`` folder, where these machines keep the
 import os
 from pathlib import Path
 
-import pytest
+# scikit-learn's check_array_api_input skips itself unless SciPy's array-API mode is on,
+# and SciPy reads this once, at import: set it before anything imports SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import pytest  # noqa: E402
 
 _LOCAL_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
