@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules that each add one or more subcommands, in the order ``--help`` lists them.
-_SUBCOMMAND_MODULES = ("skdae._demo",)
+_SUBCOMMAND_MODULES = ("skdae._demo", "skdae._codec_cli")
 
 
 def build_parser():

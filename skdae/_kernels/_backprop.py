@@ -15,6 +15,7 @@ output units; the gradient is that of the batch mean (plus ``alpha / 2 * ||W||^2
 import numpy as np
 
 from ._jit import njit
+from ._math import add_bias_activate, sigmoid, softplus
 
 ACT_SIGMOID = 0
 ACT_LINEAR = 1
@@ -30,20 +31,6 @@ def layer_views(params, shapes, w_off, b_off, layer):
     W = params[w_off[layer] : w_off[layer] + n_in * n_out].reshape((n_in, n_out))
     c = params[b_off[layer] : b_off[layer] + n_out]
     return W, c
-
-
-@njit
-def _bias_activate(Z, bias, kind):
-    n, m = Z.shape
-    one = Z.dtype.type(1.0)
-    for i in range(n):
-        row = Z[i]
-        if kind == ACT_SIGMOID:
-            for j in range(m):
-                row[j] = one / (one + np.exp(-(row[j] + bias[j])))
-        else:
-            for j in range(m):
-                row[j] += bias[j]
 
 
 @njit
@@ -66,7 +53,7 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
             else:
                 dest = buf_b[: rows * n_out].reshape((rows, n_out))
             np.dot(inp, W, dest)
-            _bias_activate(dest, c, act_kind[layer])
+            add_bias_activate(dest, c, act_kind[layer] == ACT_SIGMOID)
             inp = dest
 
 
@@ -94,7 +81,7 @@ def batch_loss_grad(
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
         np.dot(inp, W, dest)
-        _bias_activate(dest, c, act_kind[layer])
+        add_bias_activate(dest, c, act_kind[layer] == ACT_SIGMOID)
         inp = dest
 
     # Output layer: pre-activation, loss and output delta in one pass, so the
@@ -104,32 +91,41 @@ def batch_loss_grad(
     Z = acts[act_off[last] : act_off[last] + b * n_features].reshape((b, n_features))
     np.dot(inp, W, Z)
     delta = delta_a[: b * n_features].reshape((b, n_features))
+    # Per-element losses go to a scratch row and are summed apart: a float64 running sum
+    # inside the fused loop would be a reduction, which LLVM does not vectorise.
+    row_loss = delta_b[:n_features]
     loss = 0.0
     out_sigmoid = act_kind[last] == ACT_SIGMOID
+    cross_entropy = loss_kind == LOSS_CROSS_ENTROPY
     for i in range(b):
         z_row = Z[i]
         x_row = Xb[i]
         d_row = delta[i]
-        for j in range(n_features):
-            z = z_row[j] + c[j]
-            x = x_row[j]
-            if out_sigmoid:
-                a = one / (one + np.exp(-z))
-                if loss_kind == LOSS_CROSS_ENTROPY:
-                    # -x log a - (1 - x) log(1 - a) = softplus(z) - x z
-                    zz = np.float64(z)
-                    loss += max(zz, 0.0) + np.log1p(np.exp(-abs(zz))) - np.float64(x) * zz
-                    d_row[j] = (a - x) * inv_b
-                else:
-                    e = a - x
-                    loss += np.float64(e) * np.float64(e)
-                    d_row[j] = two * e * a * (one - a) * inv_b
-            else:
-                a = z
-                e = z - x
-                loss += np.float64(e) * np.float64(e)
+        if out_sigmoid and cross_entropy:
+            for j in range(n_features):
+                z = z_row[j] + c[j]
+                x = x_row[j]
+                a = sigmoid(z)
+                # -x log a - (1 - x) log(1 - a) = softplus(z) - x z: exact, no log(0)
+                row_loss[j] = softplus(z) - x * z
+                d_row[j] = (a - x) * inv_b
+                z_row[j] = a
+        elif out_sigmoid:
+            for j in range(n_features):
+                a = sigmoid(z_row[j] + c[j])
+                e = a - x_row[j]
+                row_loss[j] = e * e
+                d_row[j] = two * e * a * (one - a) * inv_b
+                z_row[j] = a
+        else:
+            for j in range(n_features):
+                a = z_row[j] + c[j]
+                e = a - x_row[j]
+                row_loss[j] = e * e
                 d_row[j] = two * e * inv_b
-            z_row[j] = a
+                z_row[j] = a
+        for j in range(n_features):
+            loss += row_loss[j]
 
     # Backward pass: gradients of every layer, deltas ping-ponging between two buffers.
     for layer in range(last, -1, -1):

@@ -20,7 +20,12 @@ CACHE = os.environ.get("SKDAE_NUMBA_CACHE", "1").strip().lower() not in _FALSE
 
 
 def njit(*args, **kwargs):
-    """``numba.njit`` with skdae's settings: on-disk cache and no GIL.
+    """``numba.njit`` with skdae's settings: on-disk cache, no GIL, NumPy error model.
+
+    ``error_model="numpy"`` makes ``a / b`` follow IEEE 754 (inf/NaN) instead of raising
+    ``ZeroDivisionError``: the check Python semantics need is a branch in every division,
+    which stops LLVM from vectorising the fused loops. Divergence is detected where it
+    matters, on the losses and weights after each epoch.
 
     ``fastmath`` is left off by default: it allows reassociation that changes float32
     results between builds, and lets NaN checks be optimised away. Kernels that want it
@@ -28,6 +33,7 @@ def njit(*args, **kwargs):
     """
     kwargs.setdefault("cache", CACHE)
     kwargs.setdefault("nogil", True)
+    kwargs.setdefault("error_model", "numpy")
     if args and callable(args[0]):
         return numba.njit(**kwargs)(args[0])
     return numba.njit(*args, **kwargs)

@@ -17,27 +17,13 @@ visible layer.
 import numpy as np
 
 from ._jit import njit
+from ._math import add_bias_activate, softplus
 from ._random import derive_key, standard_normal, uniform
 
 VISIBLE_BERNOULLI = 0
 VISIBLE_GAUSSIAN = 1
 HIDDEN_BERNOULLI = 0
 HIDDEN_LINEAR = 1
-
-
-@njit
-def add_bias_activate(Z, bias, sigmoid):
-    """In place ``Z = f(Z + bias)``, ``f`` the logistic sigmoid or the identity."""
-    n, m = Z.shape
-    one = Z.dtype.type(1.0)
-    for i in range(n):
-        row = Z[i]
-        if sigmoid:
-            for j in range(m):
-                row[j] = one / (one + np.exp(-(row[j] + bias[j])))
-        else:
-            for j in range(m):
-                row[j] += bias[j]
 
 
 @njit
@@ -99,9 +85,7 @@ def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
         h = H[i]
         if hidden_kind == HIDDEN_BERNOULLI:
             for k in range(n_hid):
-                x = np.float64(h[k] + b_hid[k])
-                # softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable for any x
-                acc -= max(x, 0.0) + np.log1p(np.exp(-abs(x)))
+                acc -= softplus(np.float64(h[k] + b_hid[k]))
         else:
             for k in range(n_hid):
                 x = np.float64(h[k] + b_hid[k])

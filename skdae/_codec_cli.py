@@ -1,0 +1,694 @@
+"""``skdae train``, ``compress``, ``decompress`` and ``info``: the command-line codec.
+
+Inputs (for ``train`` and ``compress``) are any mix of image files (PNG, PGM, JPEG, ... read
+with Pillow), folders of such images, ``.npy`` arrays of samples, and IDX files such as
+MNIST's (gzip-compressed or raw). 8-bit data is scaled to [0, 1]; float data is used as
+it is. ``train`` records the sample shape and image mode in the model file, and
+``compress`` refuses inputs that do not match them.
+"""
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+_IMAGE_EXTENSIONS = frozenset(
+    {".png", ".pgm", ".pbm", ".ppm", ".pnm", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+     ".gif", ".webp"}
+)
+_MODES = {"L": 2, "RGB": 3}
+_METADATA_KEY = "skdae_cli"
+# Samples used to report the codec's rate and PSNR at the end of training.
+_REPORT_SAMPLES = 2000
+
+
+class _MissingDependency(ImportError):
+    pass
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# Progress and messages
+# --------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on stderr.
+
+    When stderr is not a terminal (a log file), it prints a line per 10 % for long jobs
+    and only the closing line for short ones.
+    """
+
+    def __init__(self, label, total, enabled=True):
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = enabled and total > 0
+        self.tty = sys.stderr.isatty()
+        self.lines = total >= 1000
+        self.start = self.last = time.perf_counter()
+        self.next_tenth = 1
+
+    def update(self, n=1):
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.tty and (now - self.last > 0.1 or self.done >= self.total):
+            percent = 100 * self.done // self.total
+            bar = "#" * (percent // 5)
+            print(
+                f"\r{self.label}: [{bar:<20}] {self.done}/{self.total}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.last = now
+        elif not self.tty and self.lines and self.done * 10 >= self.next_tenth * self.total:
+            while self.done * 10 >= self.next_tenth * self.total:
+                self.next_tenth += 1
+            if self.done < self.total:
+                print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.enabled:
+            elapsed = time.perf_counter() - self.start
+            prefix = "\r" if self.tty else ""
+            print(
+                f"{prefix}{self.label}: {self.done}/{self.total} done in {elapsed:.1f} s"
+                + " " * 20 * self.tty,
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _say(args, message):
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Reading samples
+# --------------------------------------------------------------------------------------
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise _MissingDependency(
+            "reading and writing images needs Pillow: pip install skdae[images]"
+        ) from exc
+    return Image
+
+
+def _expand(paths):
+    """List ``(kind, path)`` for every input, folders expanded to their image files."""
+    items = []
+    for path in paths:
+        if os.path.isdir(path):
+            names = sorted(
+                name
+                for name in os.listdir(path)
+                if os.path.splitext(name)[1].lower() in _IMAGE_EXTENSIONS
+            )
+            if not names:
+                raise ValueError(f"{path}: folder holds no image files")
+            items.extend(("image", os.path.join(path, name)) for name in names)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        else:
+            items.append((_sniff(path), path))
+    return items
+
+
+def _sniff(path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        return "npy"
+    if ext in _IMAGE_EXTENSIONS:
+        return "image"
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # IDX starts with two zero bytes; MNIST is usually distributed gzip-compressed.
+    if head in (b"\x00\x00", b"\x1f\x8b"):
+        return "idx"
+    return "image"
+
+
+def _read_image(path, Image):
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode == "1":
+                img = img.convert("L")
+            if img.mode not in _MODES:
+                raise ValueError(
+                    f"{path}: image mode {img.mode!r} is not supported; convert it to 8-bit "
+                    f"grayscale (L) or RGB"
+                )
+            return np.asarray(img, dtype=np.uint8), img.mode
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _array_mode(array, path):
+    """Image mode implied by an array of samples (None for flat feature vectors)."""
+    if array.ndim == 3:
+        return "L"
+    if array.ndim == 4 and array.shape[3] == 3:
+        return "RGB"
+    if array.ndim == 2:
+        return None
+    raise ValueError(
+        f"{path}: expected samples of shape (n, features), (n, height, width) or "
+        f"(n, height, width, 3); got {array.shape}"
+    )
+
+
+def _read_array(kind, path):
+    if kind == "npy":
+        # A memory map checks the declared shape against the file size before any
+        # allocation, and allow_pickle stays off.
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    else:
+        from .datasets import load_idx
+
+        array = load_idx(path)
+    if array.dtype.kind not in "uif" or array.dtype.kind in "ui" and array.dtype != np.uint8:
+        raise ValueError(f"{path}: samples must be uint8 or float, not {array.dtype}")
+    return array, _array_mode(array, path)
+
+
+def _to_float(array, path):
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    array = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{path}: samples hold NaN or infinite values")
+    return array
+
+
+def _shape_text(shape, mode):
+    text = "x".join(map(str, shape))
+    return f"{text} {mode}" if mode else text
+
+
+def read_samples(paths, *, limit=None, expect_shape=None, expect_mode=None, progress=True):
+    """Read samples from image files, folders, ``.npy`` and IDX files.
+
+    Parameters
+    ----------
+    paths : list of str
+        Inputs, read in order (a folder's images in name order).
+    limit : int, default=None
+        Keep only the first ``limit`` samples.
+    expect_shape : tuple of int, default=None
+        Required shape of one sample; by default that of the first input.
+    expect_mode : str or None, default=None
+        Required image mode (``"L"`` or ``"RGB"``), if known.
+    progress : bool, default=True
+        Show a progress counter while reading image files.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, *sample_shape), dtype float32
+        Samples; 8-bit values are divided by 255.
+    mode : str or None
+        Image mode of the samples, None for flat feature vectors.
+    """
+    items = _expand(paths)
+    n_images = sum(kind == "image" for kind, _ in items)
+    if limit is not None:
+        n_images = min(n_images, limit)
+    bar = _Progress("reading images", n_images, enabled=progress)
+    chunks, mode, n_read = [], expect_mode, 0
+    origin = "the model's input" if expect_shape is not None else "the first input's"
+    Image = _pillow() if n_images else None
+    for kind, path in items:
+        if limit is not None and n_read >= limit:
+            break
+        if kind == "image":
+            array, item_mode = _read_image(path, Image)
+            array = array[None]
+            bar.update()
+        else:
+            array, item_mode = _read_array(kind, path)
+            if limit is not None:
+                array = array[: limit - n_read]
+        shape = tuple(array.shape[1:])
+        if expect_shape is None:
+            expect_shape = shape
+        if shape != tuple(expect_shape):
+            raise ValueError(
+                f"{path}: samples of shape {_shape_text(shape, item_mode)}, expected "
+                f"{_shape_text(expect_shape, mode)} ({origin})"
+            )
+        if mode is None and not chunks:
+            mode = item_mode
+        if item_mode != mode and item_mode is not None and mode is not None:
+            raise ValueError(f"{path}: image mode {item_mode}, expected {mode}")
+        chunks.append(_to_float(array, path))
+        n_read += len(array)
+    bar.close()
+    if n_read == 0:
+        raise ValueError("no samples to read")
+    return np.concatenate(chunks), mode
+
+
+# --------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------
+
+
+def _load_codec(path):
+    from ._persist import load
+    from .codec import Codec
+
+    codec, metadata = load(path, return_metadata=True)
+    if not isinstance(codec, Codec):
+        raise ValueError(
+            f"{path} holds a {type(codec).__name__}, not a codec: make one with "
+            f"'skdae train', or save skdae.codec.Codec(model).fit(X) with skdae.save"
+        )
+    cli = metadata.get(_METADATA_KEY)
+    return codec, cli if isinstance(cli, dict) else {}
+
+
+def _psnr(X, Y):
+    mse = float(np.mean((np.clip(Y, 0, 1) - X) ** 2, dtype=np.float64))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def _build_model(args, n_features):
+    if args.model == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=args.n_components, random_state=args.random_state)
+    from . import RBMStackAutoencoder
+
+    kwargs = {"random_state": args.random_state, "verbose": 0 if args.quiet else 1}
+    options = {
+        "hidden_layer_sizes": args.hidden_layer_sizes,
+        "pretrain_epochs": args.pretrain_epochs,
+        "max_iter": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+    }
+    kwargs.update({k: v for k, v in options.items() if v is not None})
+    return RBMStackAutoencoder(**kwargs)
+
+
+def _describe(model, n_features):
+    if hasattr(model, "hidden_layer_sizes"):
+        sizes = "-".join(map(str, (n_features, *model.hidden_layer_sizes)))
+        return f"{type(model).__name__} {sizes}"
+    return f"{type(model).__name__}({model.get_params(deep=False).get('n_components')})"
+
+
+def cmd_train(args):
+    from ._persist import save
+    from .codec import Codec
+
+    X, mode = read_samples(args.inputs, limit=args.limit, progress=not args.quiet)
+    shape = X.shape[1:]
+    X2 = X.reshape(len(X), -1)
+    if args.model == "pca" and args.n_components > min(X2.shape):
+        raise ValueError(
+            f"--n-components {args.n_components} is more than min(n_samples, n_features) = "
+            f"{min(X2.shape)}"
+        )
+    model = _build_model(args, X2.shape[1])
+    _say(args, f"training {_describe(model, X2.shape[1])} on {len(X)} samples of shape {shape}")
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # The number of epochs is the user's explicit choice, not a convergence failure.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X2)
+    _say(args, f"trained in {time.perf_counter() - start:.1f} s")
+    codec = Codec(model, n_bits=args.n_bits, coder=args.coder).fit(X2)
+    metadata = {
+        _METADATA_KEY: {
+            "sample_shape": list(shape),
+            "image_mode": mode,
+            "model_kind": args.model,
+            "n_train": len(X),
+        }
+    }
+    save(codec, args.output, metadata=metadata)
+    if not args.quiet:
+        from .codec import archive_info
+
+        sample = X[:_REPORT_SAMPLES]
+        data = codec.compress(sample)
+        rate = archive_info(data).bits_per_pixel
+        psnr = _psnr(sample, codec.decompress(data))
+        print(
+            f"wrote {args.output} ({os.path.getsize(args.output)} bytes); on {len(sample)} "
+            f"training samples: {rate:.3f} bits/pixel, PSNR {psnr:.2f} dB "
+            f"(n_bits={codec.n_bits}, coder={codec.coder})"
+        )
+    return 0
+
+
+def cmd_compress(args):
+    codec, cli = _load_codec(args.model)
+    shape = cli.get("sample_shape")
+    X, _ = read_samples(
+        args.inputs,
+        limit=args.limit,
+        expect_shape=tuple(shape) if isinstance(shape, list) else None,
+        expect_mode=cli.get("image_mode"),
+        progress=not args.quiet,
+    )
+    start = time.perf_counter()
+    data = codec.compress(X)
+    elapsed = time.perf_counter() - start
+    with open(args.output, "wb") as f:
+        f.write(data)
+    if not args.quiet:
+        from .codec import archive_info
+
+        info = archive_info(data)
+        print(
+            f"wrote {args.output}: {info.count} samples in {info.total_bytes} bytes, "
+            f"{info.bits_per_pixel:.3f} bits/pixel ({elapsed:.2f} s)"
+        )
+    return 0
+
+
+def _read_archive(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def cmd_decompress(args):
+    codec, cli = _load_codec(args.model)
+    data = _read_archive(args.archive)
+    start = time.perf_counter()
+    X = codec.decompress(data)
+    _say(args, f"decoded {len(X)} samples in {time.perf_counter() - start:.2f} s")
+    if args.format == "npy":
+        np.save(args.output, X, allow_pickle=False)
+        _say(args, f"wrote {args.output}")
+        return 0
+    shape = X.shape[1:]
+    if len(shape) == 1:
+        raise ValueError(
+            f"the archive holds flat samples of {shape[0]} values, not images: use "
+            f"--format npy"
+        )
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
+        raise ValueError(f"cannot write samples of shape {shape} as PNG: use --format npy")
+    Image = _pillow()
+    pixels = np.rint(np.clip(X, 0, 1) * 255).astype(np.uint8)
+    if pixels.ndim == 4 and pixels.shape[3] == 1:
+        pixels = pixels[..., 0]
+    os.makedirs(args.output, exist_ok=True)
+    width = max(6, len(str(len(pixels) - 1)))
+    bar = _Progress("writing PNG files", len(pixels), enabled=not args.quiet)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(os.path.join(args.output, f"{i:0{width}d}.png"))
+        bar.update()
+    bar.close()
+    return 0
+
+
+def cmd_info(args):
+    from .codec import archive_info
+
+    info = archive_info(_read_archive(args.archive))
+    fields = {
+        "format_version": info.version,
+        "coder": info.coder,
+        "n_bits": info.n_bits,
+        "sample_shape": list(info.shape),
+        "code_units": info.n_units,
+        "count": info.count,
+        "fingerprint": info.fingerprint,
+        "header_bytes": info.header_bytes,
+        "payload_bytes": info.payload_bytes,
+        "total_bytes": info.total_bytes,
+        "raw_code_bytes": info.raw_code_bytes,
+        "bits_per_pixel": info.bits_per_pixel,
+    }
+    status = 0
+    if args.model is not None:
+        codec, _ = _load_codec(args.model)
+        matches = codec.fingerprint.startswith(info.fingerprint)
+        fields["model_matches"] = matches
+        status = 0 if matches else 1
+    if args.json:
+        print(json.dumps(fields, indent=2))
+    else:
+        width = max(map(len, fields))
+        for key, value in fields.items():
+            if key == "bits_per_pixel":
+                value = f"{value:.4f}"
+            elif isinstance(value, list):
+                value = "x".join(map(str, value))
+            print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return status
+
+
+def _guard(command):
+    """Turn a missing optional dependency into an error message and exit code 1."""
+
+    def run(args):
+        try:
+            return command(args)
+        except _MissingDependency as exc:
+            print(f"skdae {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# Parsers
+# --------------------------------------------------------------------------------------
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _n_bits(text):
+    value = _positive_int(text)
+    if value > 16:
+        raise argparse.ArgumentTypeError(f"must be 1 to 16: {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _layer_sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1000,500,250,30: {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"layer sizes must be at least 1: {text!r}")
+    return sizes
+
+
+_INPUTS_HELP = (
+    "image files, folders of images (PNG, PGM, JPEG, ...), .npy arrays of samples, or "
+    "IDX files such as MNIST's (.gz or raw)"
+)
+
+
+def add_parser(subparsers):
+    """Add the ``train``, ``compress``, ``decompress`` and ``info`` subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="print no progress or summary"
+    )
+
+    train = subparsers.add_parser(
+        "train",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="train a model and its codec on images; write a model file",
+        description=textwrap.dedent(
+            """\
+            Train a model on samples, learn its codec's quantization ranges, and write
+            both to a model file (arrays and JSON; loading it runs no code).
+
+            Example:
+              skdae train train-images-idx3-ubyte.gz -o mnist30.skdae \\
+                  --hidden-layer-sizes 1000,500,250,30 --n-bits 6
+              skdae train digits/ -o pca.skdae --model pca --n-components 30
+            """
+        ),
+    )
+    train.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write")
+    train.add_argument(
+        "--model",
+        choices=("autoencoder", "pca"),
+        default="autoencoder",
+        help="autoencoder: an RBM-pretrained deep autoencoder (default); pca: principal "
+        "component analysis, a fast baseline",
+    )
+    train.add_argument(
+        "--hidden-layer-sizes",
+        type=_layer_sizes,
+        metavar="SIZES",
+        help="autoencoder layer sizes from the input to the code, comma-separated "
+        "(the last is the code size; default: the estimator's, 1000,500,250,30)",
+    )
+    train.add_argument(
+        "--n-components",
+        type=_positive_int,
+        default=30,
+        metavar="N",
+        help="pca: number of components, i.e. the code size (default: 30)",
+    )
+    train.add_argument(
+        "--pretrain-epochs",
+        type=_positive_int,
+        metavar="N",
+        help="autoencoder: epochs of RBM pretraining per layer (default: the estimator's)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="autoencoder: epochs of fine-tuning by backpropagation, the estimator's "
+        "max_iter (default: the estimator's)",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", help="autoencoder: minibatch size"
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        metavar="RATE",
+        help="autoencoder: fine-tuning learning rate",
+    )
+    train.add_argument(
+        "--n-bits",
+        type=_n_bits,
+        default=8,
+        metavar="N",
+        help="bits per code value, 1 to 16 (default: 8); fewer bits, smaller archives",
+    )
+    train.add_argument(
+        "--coder",
+        choices=("zlib", "lzma", "none"),
+        default="zlib",
+        help="entropy coder for the packed codes (default: zlib; lzma is a few %% "
+        "smaller at 1-2 bits and slower)",
+    )
+    train.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="train on the first N samples only"
+    )
+    train.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="seed for initialisation and shuffling (default: 0)",
+    )
+    train.set_defaults(func=_guard(cmd_train))
+
+    compress = subparsers.add_parser(
+        "compress",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="compress images to an archive with a trained model",
+        description=textwrap.dedent(
+            """\
+            Compress samples with a model file from 'skdae train'. The samples must have
+            the shape (and image mode) the model was trained on.
+
+            Example:
+              skdae compress mnist30.skdae t10k-images-idx3-ubyte.gz -o test.skc
+            """
+        ),
+    )
+    compress.add_argument("model", metavar="MODEL", help="model file from 'skdae train'")
+    compress.add_argument("inputs", nargs="+", metavar="INPUT", help=_INPUTS_HELP)
+    compress.add_argument(
+        "-o", "--output", required=True, metavar="ARCHIVE", help="archive file to write"
+    )
+    compress.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="compress the first N samples only"
+    )
+    compress.set_defaults(func=_guard(cmd_compress))
+
+    decompress = subparsers.add_parser(
+        "decompress",
+        parents=[common],
+        formatter_class=_Formatter,
+        help="decompress an archive to PNG files or a .npy array",
+        description=textwrap.dedent(
+            """\
+            Decompress an archive with the model file that made it (a different model is
+            detected and refused). PNG files are named 000000.png, 000001.png, ... in the
+            order the samples were compressed.
+
+            Example:
+              skdae decompress mnist30.skdae test.skc -o decoded/
+              skdae decompress mnist30.skdae test.skc -o decoded.npy --format npy
+            """
+        ),
+    )
+    decompress.add_argument("model", metavar="MODEL", help="model file the archive was made with")
+    decompress.add_argument("archive", metavar="ARCHIVE", help="archive to decompress")
+    decompress.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="folder for the PNG files (created if needed), or the .npy file to write",
+    )
+    decompress.add_argument(
+        "--format",
+        choices=("png", "npy"),
+        default="png",
+        help="png: one 8-bit PNG per sample, values clipped to [0, 1] (default); npy: "
+        "the decoded float array exactly as the model outputs it",
+    )
+    decompress.set_defaults(func=_guard(cmd_decompress))
+
+    info = subparsers.add_parser(
+        "info",
+        formatter_class=_Formatter,
+        help="show an archive's header, size and bits per pixel",
+        description=textwrap.dedent(
+            """\
+            Check an archive and show its header: coder, bits per code value, sample
+            shape, count, sizes and bits per pixel. With --model, also check that the
+            model file is the one the archive was made with (exit code 1 if not).
+            """
+        ),
+    )
+    info.add_argument("archive", metavar="ARCHIVE", help="archive to inspect")
+    info.add_argument("--model", metavar="MODEL", help="model file to check the archive against")
+    info.add_argument("--json", action="store_true", help="print the fields as JSON")
+    info.set_defaults(func=_guard(cmd_info), quiet=False)

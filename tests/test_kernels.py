@@ -1,0 +1,777 @@
+"""Every Numba kernel against a plain NumPy reference written here.
+
+The references are deliberately naive (explicit formulas, Python loops over batches) so
+that they share no code with the kernels. Randomness is matched exactly: the kernels draw
+from a counter-based generator, so a reference can ask ``uniform`` / ``standard_normal``
+for the very numbers a kernel used. Hypothesis drives small shapes, dtypes and
+hyper-parameters; arrays come from a drawn integer seed (much faster than drawing every
+element, and shrinks just as well).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import stats
+from threadpoolctl import threadpool_limits
+
+from skdae._kernels import _backprop as bp
+from skdae._kernels import _rbm as rk
+from skdae._kernels._random import derive_key as _derive_key
+from skdae._kernels._random import standard_normal, uniform
+
+DTYPES = [np.float64, np.float32]
+# Tolerances of a float32 kernel against a float64 reference.
+RTOL32 = 2e-4
+ATOL32 = 2e-5
+
+dtypes = st.sampled_from(DTYPES)
+seeds = st.integers(0, 2**31 - 1)
+fast = settings(max_examples=25, deadline=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    # The kernels' GEMMs are tiny here; a multi-threaded BLAS on a shared 2-core machine
+    # only adds spin-waiting. Results do not depend on it.
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def tol(dtype):
+    return dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=RTOL32, atol=ATOL32)
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def derive_key(seed, stream):
+    """The kernels' stream key, as a uint64 (from Python, Numba returns a plain int, which
+    it would then type as int64 and overflow)."""
+    return np.uint64(_derive_key(seed, stream))
+
+
+def uniforms(key, shape):
+    """The uniform numbers ``sample_units`` uses for an array of ``shape`` under ``key``."""
+    n, m = shape
+    return np.array([[uniform(key, i * m + j) for j in range(m)] for i in range(n)], np.float64)
+
+
+def normals(key, shape):
+    n, m = shape
+    return np.array(
+        [[standard_normal(key, i * m + j) for j in range(m)] for i in range(n)], np.float64
+    )
+
+
+def reference_sample(means, bernoulli, key):
+    """What ``sample_units`` must return, from the generator's documented counters."""
+    means = np.asarray(means, np.float64)
+    if bernoulli:
+        return (uniforms(key, means.shape) < means).astype(np.float64)
+    return means + normals(key, means.shape)
+
+
+# --------------------------------------------------------------------- activations
+
+
+@fast
+@given(n=st.integers(1, 6), m=st.integers(1, 7), sig=st.booleans(), dtype=dtypes, seed=seeds)
+def test_add_bias_activate_matches_numpy(n, m, sig, dtype, seed):
+    rng = np.random.RandomState(seed)
+    Z = (3 * rng.randn(n, m)).astype(dtype)
+    bias = rng.randn(m).astype(dtype)
+    expected = Z.astype(np.float64) + bias
+    if sig:
+        expected = sigmoid(expected)
+    rk.add_bias_activate(Z, bias, sig)
+    assert Z.dtype == dtype
+    assert_allclose(Z, expected, **tol(dtype))
+
+
+def test_add_bias_activate_saturates_without_nan():
+    Z = np.array([[-800.0, 800.0, 0.0]])
+    rk.add_bias_activate(Z, np.zeros(3), True)
+    assert_array_equal(Z, [[0.0, 1.0, 0.5]])
+
+
+@fast
+@given(
+    n=st.integers(1, 6), n_vis=st.integers(1, 7), n_hid=st.integers(1, 5),
+    kind=st.sampled_from([0, 1]), dtype=dtypes, seed=seeds,
+)
+def test_hidden_and_visible_means_match_numpy(n, n_vis, n_hid, kind, dtype, seed):
+    rng = np.random.RandomState(seed)
+    W = rng.randn(n_hid, n_vis)
+    b_vis, b_hid = rng.randn(n_vis), rng.randn(n_hid)
+    V, H = rng.rand(n, n_vis), rng.rand(n, n_hid)
+    f = sigmoid if kind == 0 else (lambda z: z)
+
+    out_h = np.empty((n, n_hid), dtype)
+    rk.hidden_means(V.astype(dtype), W.astype(dtype), b_hid.astype(dtype), kind, out_h)
+    assert_allclose(out_h, f(V @ W.T + b_hid), **tol(dtype))
+
+    out_v = np.empty((n, n_vis), dtype)
+    rk.visible_means(H.astype(dtype), W.astype(dtype), b_vis.astype(dtype), kind, out_v)
+    assert_allclose(out_v, f(H @ W + b_vis), **tol(dtype))
+
+
+# ------------------------------------------------------------------------ free energy
+
+
+def reference_free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind):
+    X = V @ W.T + b_hid
+    if visible_kind == 0:
+        F = -V @ b_vis
+    else:
+        F = 0.5 * ((V - b_vis) ** 2).sum(1)
+    if hidden_kind == 0:
+        F -= softplus(X).sum(1)
+    else:
+        F -= 0.5 * (X**2).sum(1)
+    return F
+
+
+def visible_energy(V, b_vis, visible_kind):
+    if visible_kind == 0:
+        return -V @ b_vis
+    return 0.5 * ((V - b_vis) ** 2).sum(1)
+
+
+def brute_force_neg_free_energy(V, W, b_vis, b_hid, visible_kind):
+    """``log sum_h exp(-E(v, h))`` over every binary hidden vector."""
+    n_hid = W.shape[0]
+    states = np.array(list(itertools.product([0.0, 1.0], repeat=n_hid)))  # (2^k, k)
+    # -E(v, h) = -E_vis(v) + h . b_hid + h . W v
+    neg_energy = -visible_energy(V, b_vis, visible_kind)[:, None] + (V @ W.T + b_hid) @ states.T
+    return np.logaddexp.reduce(neg_energy, axis=1)
+
+
+def quadrature_neg_free_energy(V, W, b_vis, b_hid, visible_kind):
+    """``log int exp(-E(v, h)) dh`` for unit-variance Gaussian hidden units, numerically,
+    minus the ``n_hid / 2 * log(2 pi)`` that the kernel drops."""
+    X = V @ W.T + b_hid
+    result = -visible_energy(V, b_vis, visible_kind)
+    for i, row in enumerate(X):
+        for x in row:
+            # -E contributions of one hidden unit: -h^2 / 2 + h x; the integrand peaks at x.
+            h = np.linspace(x - 15.0, x + 15.0, 6001)
+            integrand = np.exp(-0.5 * h**2 + h * x - 0.5 * x**2)  # scaled by exp(-x^2/2)
+            result[i] += np.log(np.trapezoid(integrand, h)) + 0.5 * x**2 - 0.5 * np.log(2 * np.pi)
+    return result
+
+
+@fast
+@given(
+    n=st.integers(1, 6), n_vis=st.integers(1, 6), n_hid=st.integers(1, 5),
+    visible_kind=st.sampled_from([0, 1]), hidden_kind=st.sampled_from([0, 1]),
+    seed=seeds,
+)
+def test_free_energy_matches_numpy_for_every_unit_pair(n, n_vis, n_hid, visible_kind, hidden_kind, seed):
+    rng = np.random.RandomState(seed)
+    W = rng.randn(n_hid, n_vis)
+    b_vis, b_hid = rng.randn(n_vis), rng.randn(n_hid)
+    V = rng.rand(n, n_vis) if visible_kind == 0 else 2 * rng.randn(n, n_vis)
+    expected = reference_free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind)
+    results = {}
+    for dtype in DTYPES:
+        out = np.empty(n, np.float64)
+        H = np.empty((n, n_hid), dtype)
+        rk.free_energy(
+            V.astype(dtype), W.astype(dtype), b_vis.astype(dtype), b_hid.astype(dtype),
+            visible_kind, hidden_kind, H, out,
+        )
+        results[dtype] = out
+    assert_allclose(results[np.float64], expected, rtol=1e-10, atol=1e-10)
+    # float32 inputs: the output buffer is float64, the value close to the float64 one.
+    assert_allclose(results[np.float32], results[np.float64], rtol=RTOL32, atol=1e-3)
+
+    # The definition itself: -F(v) = log sum_h exp(-E(v, h)), constants dropped.
+    if hidden_kind == 0:
+        exact = brute_force_neg_free_energy(V, W, b_vis, b_hid, visible_kind)
+        assert_allclose(-results[np.float64], exact, rtol=1e-10, atol=1e-10)
+    else:
+        exact = quadrature_neg_free_energy(V, W, b_vis, b_hid, visible_kind)
+        assert_allclose(-results[np.float64], exact, rtol=1e-6, atol=1e-6)
+
+
+def test_free_energy_is_stable_for_large_inputs():
+    # softplus of +-1000 must not overflow or lose the linear part.
+    W = np.array([[1000.0], [-1000.0]])
+    V = np.array([[1.0]])
+    out = np.empty(1)
+    rk.free_energy(V, W, np.zeros(1), np.zeros(2), 0, 0, np.empty((1, 2)), out)
+    assert_allclose(out, [-1000.0])
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@fast
+@given(n=st.integers(1, 5), m=st.integers(1, 6), bernoulli=st.booleans(), dtype=dtypes, seed=seeds)
+def test_sample_units_uses_documented_counters(n, m, bernoulli, dtype, seed):
+    rng = np.random.RandomState(seed)
+    means = (rng.rand(n, m) if bernoulli else rng.randn(n, m)).astype(dtype)
+    key = derive_key(seed, 3)
+    out = np.empty_like(means)
+    rk.sample_units(means, out, bernoulli, key)
+    assert out.dtype == dtype
+    assert_allclose(out, reference_sample(means, bernoulli, key), **tol(dtype))
+    # Same key and counters give the same values, also in place (as gibbs_step uses it).
+    again = means.copy()
+    rk.sample_units(again, again, bernoulli, key)
+    assert_array_equal(again, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_sample_frequencies_match_probabilities(dtype):
+    p = np.array([0.0, 0.02, 0.1, 0.5, 0.77, 0.98, 1.0])
+    n = 20000
+    means = np.tile(p, (n, 1)).astype(dtype)
+    out = np.empty_like(means)
+    rk.sample_units(means, out, True, derive_key(12345, 7))
+    assert set(np.unique(out)) <= {0.0, 1.0}
+    freq = out.mean(axis=0)
+    # Within 5 standard errors of a binomial proportion (exact for p = 0 and 1).
+    assert (np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n)).all(), (freq, p)
+    assert freq[0] == 0.0 and freq[-1] == 1.0
+    # Units are independent: neighbouring columns do not move together.
+    corr = np.corrcoef(out[:, 3], out[:, 4])[0, 1]
+    assert abs(corr) < 0.03
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_samples_are_unit_variance_normal_around_means(dtype):
+    mu = np.array([-3.0, 0.0, 0.5, 10.0])
+    n = 20000
+    means = np.tile(mu, (n, 1)).astype(dtype)
+    out = np.empty_like(means)
+    rk.sample_units(means, out, False, derive_key(999, 0))
+    noise = out.astype(np.float64) - mu
+    assert_allclose(noise.mean(axis=0), 0.0, atol=5 / np.sqrt(n))
+    assert_allclose(noise.std(axis=0), 1.0, atol=0.03)
+    assert np.isfinite(out).all()
+    assert stats.kstest(noise.ravel(), "norm").pvalue > 1e-3
+
+
+def test_different_keys_give_different_streams():
+    means = np.full((50, 8), 0.5)
+    a, b, c = (np.empty_like(means) for _ in range(3))
+    rk.sample_units(means, a, True, derive_key(1, 0))
+    rk.sample_units(means, b, True, derive_key(1, 1))
+    rk.sample_units(means, c, True, derive_key(2, 0))
+    assert (a != b).mean() > 0.3
+    assert (a != c).mean() > 0.3
+    assert (b != c).mean() > 0.3
+    assert derive_key(1, 0) == derive_key(1, 0)
+    assert len({derive_key(s, t) for s in range(4) for t in range(4)}) == 16
+
+
+def test_uniform_is_in_unit_interval_and_uniform():
+    key = derive_key(42, 0)
+    u = np.array([uniform(key, i) for i in range(20000)])
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+
+
+# ------------------------------------------------------------------------- CD epochs
+
+
+def reference_cd_epoch(X, order, W, b_vis, b_hid, vel_W, vel_vis, vel_hid, visible_kind,
+                       hidden_kind, cd_steps, persistent, chain, lr, momentum, weight_decay,
+                       batch_size, seed):
+    """Hinton & Salakhutdinov's CD-k update with momentum and weight decay, batch by batch,
+    in float64, drawing the same random numbers as the kernel. Returns new copies."""
+    W, b_vis, b_hid = W.astype(float), b_vis.astype(float), b_hid.astype(float)
+    vel_W, vel_vis, vel_hid = vel_W.astype(float), vel_vis.astype(float), vel_hid.astype(float)
+    chain = chain.astype(float)
+    f_hid = sigmoid if hidden_kind == 0 else (lambda z: z)
+    f_vis = sigmoid if visible_kind == 0 else (lambda z: z)
+    error = 0.0
+    for batch, start in enumerate(range(0, len(order), batch_size)):
+        v_pos = X[order[start : start + batch_size]].astype(float)
+        b = len(v_pos)
+        stream = batch * (cd_steps + 1)
+        h_pos = f_hid(v_pos @ W.T + b_hid)
+        if persistent:
+            h = chain[:b].copy()
+        else:
+            h = reference_sample(h_pos, hidden_kind == 0, derive_key(seed, stream))
+        for step in range(cd_steps):
+            v_neg = f_vis(h @ W + b_vis)  # mean-field visible units
+            if step == 0:
+                error += ((v_pos - v_neg) ** 2).sum()
+            h_neg = f_hid(v_neg @ W.T + b_hid)
+            if persistent or step < cd_steps - 1:
+                h = reference_sample(h_neg, hidden_kind == 0, derive_key(seed, stream + step + 1))
+        if persistent:
+            chain[:b] = h
+        vel_W = momentum * vel_W + lr * ((h_pos.T @ v_pos - h_neg.T @ v_neg) / b - weight_decay * W)
+        vel_hid = momentum * vel_hid + lr * (h_pos - h_neg).mean(0)
+        vel_vis = momentum * vel_vis + lr * (v_pos - v_neg).mean(0)
+        W = W + vel_W
+        b_hid = b_hid + vel_hid
+        b_vis = b_vis + vel_vis
+    return dict(W=W, b_vis=b_vis, b_hid=b_hid, vel_W=vel_W, vel_vis=vel_vis,
+                vel_hid=vel_hid, chain=chain, error=error)
+
+
+def run_cd_epoch(X, order, params, visible_kind, hidden_kind, cd_steps, persistent, lr,
+                 momentum, weight_decay, batch_size, seed, dtype):
+    """Call the kernel as ``CDTrainer.run`` does (buffers, read-only data); returns copies."""
+    p = {k: np.array(v, dtype) for k, v in params.items()}
+    n_hid, n_vis = p["W"].shape
+    Xd = np.ascontiguousarray(X, dtype)
+    Xd.flags.writeable = False
+    error = rk.cd_epoch(
+        Xd, order, p["W"], p["b_vis"], p["b_hid"], p["vel_W"], p["vel_vis"], p["vel_hid"],
+        visible_kind, hidden_kind, cd_steps, persistent, p["chain"], lr, momentum,
+        weight_decay, batch_size, np.int64(seed),
+        np.empty((2 * batch_size, n_vis), dtype), np.empty((2 * batch_size, n_hid), dtype),
+        np.empty((batch_size, n_hid), dtype), np.empty((n_hid, n_vis), dtype),
+    )
+    p["error"] = error
+    return p
+
+
+def random_rbm(rng, n_vis, n_hid, batch_size, hidden_kind, momentum_state=True):
+    chain = rng.rand(batch_size, n_hid)
+    if hidden_kind == 0:
+        chain = (chain < 0.5).astype(float)
+    s = 0.05 if momentum_state else 0.0
+    # Weights large enough that sigmoids are not all near 1/2, small enough that a
+    # Gaussian-linear RBM (unbounded energy) does not blow up within one epoch.
+    return dict(
+        W=0.3 * rng.randn(n_hid, n_vis), b_vis=0.1 * rng.randn(n_vis), b_hid=0.1 * rng.randn(n_hid),
+        vel_W=s * rng.randn(n_hid, n_vis), vel_vis=s * rng.randn(n_vis), vel_hid=s * rng.randn(n_hid),
+        chain=chain,
+    )
+
+
+def cd_data(rng, n, n_vis, visible_kind):
+    if visible_kind == 0:
+        return (rng.rand(n, n_vis) < 0.4) * rng.rand(n, n_vis)
+    return rng.randn(n, n_vis)
+
+
+@pytest.mark.parametrize("visible_kind", [0, 1])
+@pytest.mark.parametrize("hidden_kind", [0, 1])
+def test_cd1_single_batch_matches_hinton_update(visible_kind, hidden_kind):
+    """CD-1, one batch: Hinton's update with the kernel's own hidden sample."""
+    rng = np.random.RandomState(visible_kind * 2 + hidden_kind)
+    n, n_vis, n_hid, seed = 10, 6, 4, 2024
+    X = cd_data(rng, n, n_vis, visible_kind)
+    order = rng.permutation(n)
+    params = random_rbm(rng, n_vis, n_hid, n, hidden_kind)
+    args = (visible_kind, hidden_kind, 1, False)
+    hyper = (0.1, 0.5, 2e-4, n, seed)
+    got = run_cd_epoch(X, order, params, *args, *hyper, np.float64)
+
+    # Written out once more for a single batch, straight from the paper's code.
+    W, b_vis, b_hid = params["W"], params["b_vis"], params["b_hid"]
+    f_hid = sigmoid if hidden_kind == 0 else (lambda z: z)
+    f_vis = sigmoid if visible_kind == 0 else (lambda z: z)
+    data = X[order]
+    poshidprobs = f_hid(data @ W.T + b_hid)
+    poshidstates = reference_sample(poshidprobs, hidden_kind == 0, derive_key(seed, 0 * (1 + 1)))
+    negdata = f_vis(poshidstates @ W + b_vis)
+    neghidprobs = f_hid(negdata @ W.T + b_hid)
+    vishidinc = 0.5 * params["vel_W"] + 0.1 * (
+        (poshidprobs.T @ data - neghidprobs.T @ negdata) / n - 2e-4 * W
+    )
+    hidbiasinc = 0.5 * params["vel_hid"] + 0.1 / n * (poshidprobs.sum(0) - neghidprobs.sum(0))
+    visbiasinc = 0.5 * params["vel_vis"] + 0.1 / n * (data.sum(0) - negdata.sum(0))
+    assert_allclose(got["W"], W + vishidinc, rtol=1e-10, atol=1e-12)
+    assert_allclose(got["b_hid"], b_hid + hidbiasinc, rtol=1e-10, atol=1e-12)
+    assert_allclose(got["b_vis"], b_vis + visbiasinc, rtol=1e-10, atol=1e-12)
+    assert_allclose(got["vel_W"], vishidinc, rtol=1e-10, atol=1e-12)
+    assert_allclose(got["error"], ((data - negdata) ** 2).sum(), rtol=1e-10)
+    # Without persistence the chain buffer is left alone.
+    assert_array_equal(got["chain"], params["chain"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 11), n_vis=st.integers(1, 6), n_hid=st.integers(1, 5),
+    batch_size=st.integers(1, 12), cd_steps=st.integers(1, 3), persistent=st.booleans(),
+    visible_kind=st.sampled_from([0, 1]), hidden_kind=st.sampled_from([0, 1]),
+    lr=st.floats(1e-3, 0.1), momentum=st.floats(0.0, 0.95), weight_decay=st.sampled_from([0.0, 2e-4, 0.01]),
+    seed=seeds,
+)
+def test_cd_epoch_matches_reference(n, n_vis, n_hid, batch_size, cd_steps, persistent,
+                                    visible_kind, hidden_kind, lr, momentum, weight_decay, seed):
+    """Several batches (the last one partial), CD-k and PCD, every unit pair."""
+    batch_size = min(batch_size, n)  # as CDTrainer sizes its buffers
+    rng = np.random.RandomState(seed)
+    X = cd_data(rng, n, n_vis, visible_kind)
+    order = rng.permutation(n)
+    params = random_rbm(rng, n_vis, n_hid, batch_size, hidden_kind)
+    args = (visible_kind, hidden_kind, cd_steps, persistent, lr, momentum, weight_decay, batch_size, seed)
+    got = run_cd_epoch(X, order, params, *args, np.float64)
+    want = reference_cd_epoch(
+        X, order, params["W"], params["b_vis"], params["b_hid"], params["vel_W"],
+        params["vel_vis"], params["vel_hid"], visible_kind, hidden_kind, cd_steps, persistent,
+        params["chain"], lr, momentum, weight_decay, batch_size, seed,
+    )
+    for name in ("W", "b_vis", "b_hid", "vel_W", "vel_vis", "vel_hid", "chain"):
+        assert got[name].dtype == np.float64
+        assert np.isfinite(want[name]).all()  # a NaN would compare equal to a NaN
+        assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-11, err_msg=name)
+    assert_allclose(got["error"], want["error"], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("cd_steps", [1, 3])
+def test_cd_epoch_float32_close_to_float64(persistent, cd_steps):
+    # Linear hidden units: their Gaussian noise is continuous, so float32 rounding cannot
+    # flip a Bernoulli draw and the two runs see the same samples.
+    rng = np.random.RandomState(cd_steps)
+    n, n_vis, n_hid, batch_size = 23, 7, 5, 8
+    X = cd_data(rng, n, n_vis, 0)
+    order = rng.permutation(n)
+    params = random_rbm(rng, n_vis, n_hid, batch_size, 1)
+    args = (0, 1, cd_steps, persistent, 0.01, 0.5, 2e-4, batch_size, 77)
+    got64 = run_cd_epoch(X, order, params, *args, np.float64)
+    got32 = run_cd_epoch(X, order, params, *args, np.float32)
+    for name in ("W", "b_vis", "b_hid", "vel_W", "chain"):
+        assert got32[name].dtype == np.float32
+        assert_allclose(got32[name], got64[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    assert_allclose(got32["error"], got64["error"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pcd_and_cdk_update_chain_and_stay_finite(dtype):
+    rng = np.random.RandomState(5)
+    n, n_vis, n_hid, batch_size = 30, 8, 6, 10
+    X = cd_data(rng, n, n_vis, 0)
+    params = random_rbm(rng, n_vis, n_hid, batch_size, 0)
+    params["chain"][:] = 0.0
+    got = run_cd_epoch(X, rng.permutation(n), params, 0, 0, 3, True, 0.1, 0.5, 2e-4, batch_size, 3, dtype)
+    for name in ("W", "b_vis", "b_hid", "chain"):
+        assert got[name].dtype == dtype
+        assert got[name].shape == params[name].shape
+        assert np.isfinite(got[name]).all()
+    assert not np.array_equal(got["chain"], params["chain"])
+    assert set(np.unique(got["chain"])) <= {0.0, 1.0}
+    assert not np.allclose(got["W"], params["W"])
+
+
+# ---------------------------------------------------------------------------- backprop
+
+
+def network(sizes, acts, rng, dtype=np.float64, biases_first=False, scale=0.7):
+    """A flat parameter vector with its layout; ``biases_first`` puts every bias before
+    every weight, a layout unlike the estimator's, to check that only offsets matter."""
+    shapes = np.array(list(zip(sizes[:-1], sizes[1:])), np.int64)
+    n_w = shapes[:, 0] * shapes[:, 1]
+    n_b = shapes[:, 1]
+    if biases_first:
+        b_off = np.concatenate([[0], np.cumsum(n_b)[:-1]])
+        w_off = n_b.sum() + np.concatenate([[0], np.cumsum(n_w)[:-1]])
+    else:
+        starts = np.concatenate([[0], np.cumsum(n_w + n_b)[:-1]])
+        w_off, b_off = starts, starts + n_w
+    total = int((n_w + n_b).sum())
+    params = (scale * rng.randn(total)).astype(dtype)
+    return dict(params=params, shapes=shapes, w_off=w_off.astype(np.int64),
+                b_off=b_off.astype(np.int64), act_kind=np.array(acts, np.int64))
+
+
+def unpack(net, params=None):
+    params = net["params"] if params is None else params
+    Ws, bs = [], []
+    for (n_in, n_out), wo, bo in zip(net["shapes"], net["w_off"], net["b_off"]):
+        Ws.append(params[wo : wo + n_in * n_out].reshape(n_in, n_out).astype(np.float64))
+        bs.append(params[bo : bo + n_out].astype(np.float64))
+    return Ws, bs
+
+
+def numpy_forward(X, net, params=None, first=0, stop=None):
+    Ws, bs = unpack(net, params)
+    stop = len(Ws) if stop is None else stop
+    a = X.astype(np.float64)
+    for layer in range(first, stop):
+        z = a @ Ws[layer] + bs[layer]
+        a = sigmoid(z) if net["act_kind"][layer] == bp.ACT_SIGMOID else z
+    return a
+
+
+def numpy_loss(X, net, loss_kind, params=None):
+    """Summed per-sample loss of the batch, as ``batch_loss_grad`` returns it."""
+    out = numpy_forward(X, net, params)
+    X = X.astype(np.float64)
+    if net["act_kind"][-1] == bp.ACT_SIGMOID and loss_kind == bp.LOSS_CROSS_ENTROPY:
+        return -(X * np.log(out) + (1 - X) * np.log1p(-out)).sum()
+    return ((out - X) ** 2).sum()
+
+
+def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None):
+    params = net["params"] if params is None else params
+    b = Xb.shape[0]
+    dtype = params.dtype
+    widths = net["shapes"][:, 1]
+    act_off = np.concatenate([[0], np.cumsum(b * widths)[:-1]]).astype(np.int64)
+    acts = np.empty(int(b * widths.sum()), dtype)
+    width = int(max(net["shapes"].max(), Xb.shape[1]))
+    grads = np.full_like(params, np.nan)  # every entry must be written
+    loss = bp.batch_loss_grad(
+        np.ascontiguousarray(Xb, dtype), params, grads, net["shapes"], net["w_off"],
+        net["b_off"], net["act_kind"], loss_kind, alpha, acts, act_off,
+        np.empty(b * width, dtype), np.empty(b * width, dtype),
+    )
+    return loss, grads
+
+
+def objective(Xb, net, loss_kind, alpha, params):
+    """What ``grads`` is the gradient of: batch mean loss + alpha / 2 * sum ||W||^2."""
+    loss, _ = call_batch_loss_grad(Xb, net, loss_kind, alpha, params)
+    Ws, _ = unpack(net, params)
+    return loss / Xb.shape[0] + 0.5 * alpha * sum((W**2).sum() for W in Ws)
+
+
+LOSS_OUTPUT = [
+    (bp.LOSS_CROSS_ENTROPY, bp.ACT_SIGMOID),
+    (bp.LOSS_SQUARED_ERROR, bp.ACT_SIGMOID),
+    (bp.LOSS_SQUARED_ERROR, bp.ACT_LINEAR),
+]
+
+
+@pytest.mark.parametrize("loss_kind, out_act", LOSS_OUTPUT)
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("biases_first", [False, True])
+def test_batch_loss_grad_matches_finite_differences(loss_kind, out_act, alpha, biases_first):
+    rng = np.random.RandomState(loss_kind * 4 + out_act * 2 + int(biases_first))
+    sizes = [5, 4, 3, 4, 5]
+    # Mixed hidden activations: sigmoid, linear code, sigmoid; then the output's.
+    net = network(sizes, [bp.ACT_SIGMOID, bp.ACT_LINEAR, bp.ACT_SIGMOID, out_act], rng,
+                  biases_first=biases_first)
+    X = rng.rand(6, 5)
+    loss, grads = call_batch_loss_grad(X, net, loss_kind, alpha)
+    assert np.isfinite(grads).all()
+    assert_allclose(loss, numpy_loss(X, net, loss_kind), rtol=1e-12)
+
+    h = 1e-6
+    p = net["params"]
+    numeric = np.empty_like(p)
+    for i in range(p.size):
+        up, down = p.copy(), p.copy()
+        up[i] += h
+        down[i] -= h
+        numeric[i] = (objective(X, net, loss_kind, alpha, up) - objective(X, net, loss_kind, alpha, down)) / (2 * h)
+    assert_allclose(grads, numeric, rtol=1e-6, atol=1e-8)
+
+
+@fast
+@given(
+    n_features=st.integers(1, 6), hidden=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    b=st.integers(1, 7), data=st.data(), seed=seeds,
+)
+def test_batch_loss_value_float32_close_to_float64(n_features, hidden, b, data, seed):
+    loss_kind, out_act = data.draw(st.sampled_from(LOSS_OUTPUT))
+    alpha = data.draw(st.sampled_from([0.0, 0.1]))
+    sizes = [n_features, *hidden, n_features]
+    acts = data.draw(st.lists(st.sampled_from([0, 1]), min_size=len(sizes) - 2, max_size=len(sizes) - 2))
+    rng = np.random.RandomState(seed)
+    net = network(sizes, [*acts, out_act], rng)
+    X = rng.rand(b, n_features)
+    loss64, g64 = call_batch_loss_grad(X, net, loss_kind, alpha)
+    assert_allclose(loss64, numpy_loss(X, net, loss_kind), rtol=1e-10, atol=1e-12)
+    loss32, g32 = call_batch_loss_grad(X, net, loss_kind, alpha, net["params"].astype(np.float32))
+    assert g32.dtype == np.float32
+    assert_allclose(loss32, loss64, rtol=1e-4, atol=1e-5)
+    assert_allclose(g32, g64, rtol=1e-3, atol=1e-4)
+
+
+def test_cross_entropy_is_exact_for_saturated_outputs():
+    # A confidently wrong output: log(1 - sigmoid(40)) underflows in a naive formula.
+    rng = np.random.RandomState(0)
+    net = network([1, 1], [bp.ACT_SIGMOID], rng)
+    net["params"][:] = [40.0, 0.0]  # weight, bias: z = 40 x
+    X = np.array([[1.0], [0.0]])
+    loss, grads = call_batch_loss_grad(X, net, bp.LOSS_CROSS_ENTROPY, 0.0)
+    # x = 1: softplus(40) - 40 ~ 4e-18; x = 0: z = 0, log 2.
+    assert_allclose(loss, softplus(40.0) - 40.0 + np.log(2.0), rtol=1e-12)
+    X = np.array([[0.0], [1.0]])
+    net["params"][:] = [0.0, 40.0]  # z = 40 everywhere
+    loss, grads = call_batch_loss_grad(X, net, bp.LOSS_CROSS_ENTROPY, 0.0)
+    assert_allclose(loss, softplus(40.0) + softplus(40.0) - 40.0, rtol=1e-12)
+    assert np.isfinite(grads).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("first, stop", [(0, 4), (0, 2), (2, 4), (1, 2), (1, 4)])
+def test_forward_layers_in_chunks_matches_numpy(dtype, first, stop):
+    rng = np.random.RandomState(first * 10 + stop)
+    sizes = [6, 5, 2, 5, 6]
+    net = network(sizes, [0, 1, 0, 0], rng, dtype=dtype)
+    n, chunk = 11, 3  # the last chunk is partial
+    X = rng.rand(n, sizes[first]).astype(dtype)
+    X.flags.writeable = False
+    width = int(net["shapes"][first:stop, 1].max())
+    out = np.empty((n, sizes[stop]), dtype)
+    bp.forward_layers(
+        X, net["params"], net["shapes"], net["w_off"], net["b_off"], net["act_kind"], first,
+        stop, out, np.empty(chunk * width, dtype), np.empty(chunk * width, dtype), chunk,
+    )
+    assert out.dtype == dtype
+    assert_allclose(out, numpy_forward(X, net, first=first, stop=stop), **tol(dtype))
+
+
+# -------------------------------------------------------------------------- optimisers
+
+
+@fast
+@given(size=st.integers(1, 40), lr=st.floats(1e-4, 1.0), momentum=st.floats(0.0, 0.99),
+       steps=st.integers(1, 4), dtype=dtypes, seed=seeds)
+def test_sgd_step_matches_numpy(size, lr, momentum, steps, dtype, seed):
+    rng = np.random.RandomState(seed)
+    params, velocity = rng.randn(size), 0.1 * rng.randn(size)
+    p_k, v_k = params.astype(dtype), velocity.astype(dtype)
+    for _ in range(steps):
+        g = rng.randn(size)
+        bp.sgd_step(p_k, g.astype(dtype), v_k, lr, momentum)
+        velocity = momentum * velocity - lr * g
+        params = params + velocity
+    assert p_k.dtype == dtype and v_k.dtype == dtype
+    assert_allclose(v_k, velocity, **tol(dtype))
+    assert_allclose(p_k, params, **tol(dtype))
+
+
+@fast
+@given(size=st.integers(1, 40), lr=st.floats(1e-4, 0.1), beta1=st.floats(0.0, 0.99),
+       beta2=st.floats(0.5, 0.9999), epsilon=st.sampled_from([1e-8, 1e-4]),
+       steps=st.integers(1, 5), first_step=st.integers(1, 50), dtype=dtypes, seed=seeds)
+def test_adam_step_matches_numpy(size, lr, beta1, beta2, epsilon, steps, first_step, dtype, seed):
+    rng = np.random.RandomState(seed)
+    params = rng.randn(size)
+    m, v = 0.1 * rng.randn(size), 0.1 * rng.rand(size)
+    p_k, m_k, v_k = params.astype(dtype), m.astype(dtype), v.astype(dtype)
+    for t in range(first_step, first_step + steps):
+        g = rng.randn(size)
+        bp.adam_step(p_k, g.astype(dtype), m_k, v_k, t, lr, beta1, beta2, epsilon)
+        # scikit-learn's AdamOptimizer: bias correction folded into the step size.
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        lr_t = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+        params = params - lr_t * m / (np.sqrt(v) + epsilon)
+    assert p_k.dtype == dtype
+    t32 = dict(rtol=1e-4, atol=1e-5)
+    assert_allclose(m_k, m, **(tol(dtype) if dtype == np.float64 else t32))
+    assert_allclose(v_k, v, **(tol(dtype) if dtype == np.float64 else t32))
+    assert_allclose(p_k, params, **(tol(dtype) if dtype == np.float64 else t32))
+
+
+def test_adam_first_step_moves_each_parameter_by_learning_rate():
+    # With zero moments, Adam's first bias-corrected step is lr * sign(g).
+    g = np.array([3.0, -0.01, 1e-3])
+    p = np.zeros(3)
+    bp.adam_step(p, g, np.zeros(3), np.zeros(3), 1, 0.01, 0.9, 0.999, 1e-12)
+    assert_allclose(p, -0.01 * np.sign(g), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- epochs
+
+
+def run_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, loss_kind, params=None):
+    params = (net["params"] if params is None else params).copy()
+    dtype = params.dtype
+    state_a, state_b = (s.astype(dtype) for s in state)
+    widths = net["shapes"][:, 1]
+    act_off = np.concatenate([[0], np.cumsum(batch_size * widths)[:-1]]).astype(np.int64)
+    width = int(max(net["shapes"].max(), X.shape[1]))
+    Xd = np.ascontiguousarray(X, dtype)
+    Xd.flags.writeable = False
+    lr, momentum, beta1, beta2, epsilon, alpha = hyper
+    loss, new_step = bp.finetune_epoch(
+        Xd, order, params, np.zeros_like(params), state_a, state_b, step, solver, lr,
+        momentum, beta1, beta2, epsilon, alpha, batch_size, net["shapes"], net["w_off"],
+        net["b_off"], net["act_kind"], loss_kind, np.empty((batch_size, X.shape[1]), dtype),
+        np.empty(int(batch_size * widths.sum()), dtype), act_off,
+        np.empty(batch_size * width, dtype), np.empty(batch_size * width, dtype),
+    )
+    return params, state_a, state_b, loss, new_step
+
+
+def reference_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, loss_kind):
+    """batch_loss_grad (checked above) followed by the NumPy optimiser formulas."""
+    lr, momentum, beta1, beta2, epsilon, alpha = hyper
+    params = net["params"].astype(np.float64)
+    a, b_ = (s.astype(np.float64) for s in state)
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        Xb = X[order[start : start + batch_size]]
+        loss, g = call_batch_loss_grad(Xb, net, loss_kind, alpha, params)
+        total += loss
+        step += 1
+        if solver == 0:
+            a = momentum * a - lr * g
+            params = params + a
+        else:
+            a = beta1 * a + (1 - beta1) * g
+            b_ = beta2 * b_ + (1 - beta2) * g**2
+            params = params - lr * np.sqrt(1 - beta2**step) / (1 - beta1**step) * a / (np.sqrt(b_) + epsilon)
+    return params, a, b_, total, step
+
+
+@pytest.mark.parametrize("solver", [0, 1])
+@pytest.mark.parametrize("loss_kind, out_act", LOSS_OUTPUT)
+def test_finetune_epoch_full_batch_is_one_gradient_step(solver, loss_kind, out_act):
+    rng = np.random.RandomState(solver)
+    net = network([5, 3, 2, 3, 5], [0, 1, 0, out_act], rng)
+    n = 9
+    X = rng.rand(n, 5)
+    order = rng.permutation(n)
+    hyper = (0.05, 0.9, 0.9, 0.999, 1e-8, 1e-3)
+    size = net["params"].size
+    state = (np.zeros(size), np.zeros(size if solver == 1 else 0))
+    params, state_a, state_b, loss, step = run_finetune_epoch(X, order, net, solver, n, 4, state, hyper, loss_kind)
+
+    # One batch of all rows, in the given order: one gradient and one optimiser step.
+    g_loss, g = call_batch_loss_grad(X[order], net, loss_kind, 1e-3)
+    assert step == 5
+    assert_allclose(loss, g_loss, rtol=1e-12)
+    if solver == 0:
+        assert_allclose(params, net["params"] - 0.05 * g, rtol=1e-12, atol=1e-14)
+        assert_allclose(state_a, -0.05 * g, rtol=1e-12, atol=1e-14)
+    else:
+        expected = net["params"].copy()
+        m_, v_ = np.zeros(size), np.zeros(size)
+        bp.adam_step(expected, g, m_, v_, 5, 0.05, 0.9, 0.999, 1e-8)
+        assert_allclose(params, expected, rtol=1e-12, atol=1e-14)
+        assert_allclose(state_a, m_, rtol=1e-12, atol=1e-14)
+        assert_allclose(state_b, v_, rtol=1e-12, atol=1e-14)
+
+
+@fast
+@given(n=st.integers(1, 12), batch_size=st.integers(1, 12), solver=st.sampled_from([0, 1]),
+       loss_output=st.sampled_from(LOSS_OUTPUT), step=st.integers(0, 20), seed=seeds)
+def test_finetune_epoch_minibatches_match_reference(n, batch_size, solver, loss_output, step, seed):
+    batch_size = min(batch_size, n)  # as the estimator sizes its buffers
+    loss_kind, out_act = loss_output
+    rng = np.random.RandomState(seed)
+    net = network([4, 3, 4], [0, out_act], rng)
+    X = rng.rand(n, 4)
+    order = rng.permutation(n)
+    hyper = (0.02, 0.8, 0.9, 0.99, 1e-8, 0.01)
+    size = net["params"].size
+    state = (0.01 * rng.randn(size), 0.01 * rng.rand(size))
+    got = run_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, loss_kind)
+    want = reference_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, loss_kind)
+    assert got[4] == want[4] == step + -(-n // batch_size)
+    for g, w in zip(got[:4], want[:4]):
+        assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+    # The same epoch in float32 stays float32 and close.
+    got32 = run_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, loss_kind,
+                               params=net["params"].astype(np.float32))
+    assert got32[0].dtype == np.float32 and got32[1].dtype == np.float32
+    assert_allclose(got32[0], got[0], rtol=1e-3, atol=1e-4)
+    assert_allclose(got32[3], got[3], rtol=1e-4, atol=1e-5)
