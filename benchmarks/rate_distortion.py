@@ -21,17 +21,17 @@ so it never overwrites the committed results.
 
 Usage::
 
-    python benchmarks/rate_distortion.py            # writes benchmarks/results/rate_distortion.{json,png}
-    python benchmarks/rate_distortion.py --quick
+    python benchmarks/rate_distortion.py          # benchmarks/results/rate_distortion.{json,png}
+    python benchmarks/rate_distortion.py --quick  # in the cache folder
 """
 
 import argparse
+import copy
 import hashlib
 import io
 import json
 import math
 import os
-import platform
 import struct
 import sys
 import time
@@ -73,22 +73,40 @@ QUICK = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small models and subsets (minutes)")
-    parser.add_argument("--data-home", help="folder with the MNIST IDX files (default: $SKDAE_DATA_HOME)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE / "rate_distortion",
-                        help="where trained autoencoders are kept (default: %(default)s)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="where the JSON and PNG go (default: benchmarks/results, or the "
-                        "cache folder with --quick)")
-    parser.add_argument("--code-units", choices=("linear", "sigmoid"), default="linear",
-                        help="autoencoder code units (default: linear)")
-    parser.add_argument("--coders", default="zlib",
-                        help="comma-separated codec coders to evaluate (default: zlib)")
+    parser.add_argument(
+        "--data-home", help="folder with the MNIST IDX files (default: $SKDAE_DATA_HOME)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE / "rate_distortion",
+        help="where trained autoencoders are kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where the JSON and PNG go (default: benchmarks/results, or the "
+        "cache folder with --quick)",
+    )
+    parser.add_argument(
+        "--code-units",
+        choices=("linear", "sigmoid"),
+        default="linear",
+        help="autoencoder code units (default: linear)",
+    )
+    parser.add_argument(
+        "--coders", default="zlib", help="comma-separated codec coders to evaluate (default: zlib)"
+    )
     parser.add_argument("--n-train", type=int, help="training images (default 60000; quick 5000)")
     parser.add_argument("--n-test", type=int, help="test images (default 10000; quick 1000)")
     parser.add_argument("--pretrain-epochs", type=int, help="RBM epochs per layer")
     parser.add_argument("--max-iter", type=int, help="fine-tuning epochs")
-    parser.add_argument("--no-autoencoder", action="store_true",
-                        help="skip the autoencoders (PCA and Pillow formats only)")
+    parser.add_argument(
+        "--no-autoencoder",
+        action="store_true",
+        help="skip the autoencoders (PCA and Pillow formats only)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     config = dict(QUICK if args.quick else FULL)
@@ -151,8 +169,10 @@ def autoencoder(config, size, X_train, cache_dir):
         random_state=config["seed"],
         verbose=1,
     )
-    log(f"training autoencoder 784-{'-'.join(map(str, settings['hidden']))} on "
-        f"{len(X_train)} images")
+    log(
+        f"training autoencoder 784-{'-'.join(map(str, settings['hidden']))} on "
+        f"{len(X_train)} images"
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
@@ -171,6 +191,23 @@ def pca(size, X_train, seed):
     return model, {"train_s": time.perf_counter() - start}
 
 
+def entropy_bound_bits(levels_train, levels_test, n_bits):
+    """Bits a static per-unit frequency table (learned on training codes) would need.
+
+    The cross-entropy of the test levels under each unit's smoothed training histogram of
+    its top 8 bits, plus the remaining low bits raw: what a table-driven range or ANS
+    coder could reach, to compare with the codec's deflate.
+    """
+    shift = max(n_bits - 8, 0)
+    n_symbols = 1 << (n_bits - shift)
+    total = float(shift * levels_test.size)
+    for unit in range(levels_train.shape[1]):
+        counts = np.bincount(levels_train[:, unit] >> shift, minlength=n_symbols) + 0.5
+        log_p = np.log2(counts / counts.sum())
+        total -= log_p[levels_test[:, unit] >> shift].sum()
+    return total
+
+
 def codec_series(name, model, X_train, X_test, config, coder):
     """Points (one per n_bits) of ``model`` through the codec."""
     from skdae.codec import Codec, archive_info
@@ -180,11 +217,15 @@ def codec_series(name, model, X_train, X_test, config, coder):
     model.transform(X_test[:10])
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
-    model.transform(X_test)
+    codes_test = model.transform(X_test)
     transform_s = time.perf_counter() - start
+    # The ranges do not depend on n_bits: learn them once.
+    base = Codec(model, coder=coder).fit(X_train)
+    codes_train = model.transform(X_train)
+    n_pixels = X_test.size
     points = []
     for n_bits in config["n_bits"]:
-        codec = Codec(model, n_bits=n_bits, coder=coder).fit(X_train)
+        codec = copy.copy(base).set_params(n_bits=n_bits)
         start = time.perf_counter()
         data = codec.compress(X_test)
         compress_s = time.perf_counter() - start
@@ -192,19 +233,27 @@ def codec_series(name, model, X_train, X_test, config, coder):
         X_rec = codec.decompress(data)
         decompress_s = time.perf_counter() - start
         info = archive_info(data)
-        points.append({
-            "n_bits": n_bits,
-            "bytes": len(data),
-            "bpp": info.bits_per_pixel,
-            "psnr": psnr(X_test, np.clip(X_rec, 0, 1)),
-            "psnr_unclipped": psnr(X_test, X_rec),
-            "compress_s": compress_s,
-            "codec_own_s": max(compress_s - transform_s, 0.0),
-            "decompress_s": decompress_s,
-        })
+        bound = entropy_bound_bits(codec.quantize(codes_train), codec.quantize(codes_test), n_bits)
+        points.append(
+            {
+                "n_bits": n_bits,
+                "bytes": len(data),
+                "bpp": info.bits_per_pixel,
+                "psnr": psnr(X_test, np.clip(X_rec, 0, 1)),
+                "psnr_unclipped": psnr(X_test, X_rec),
+                "raw_bpp": 8 * info.raw_code_bytes / n_pixels,
+                "entropy_bound_bpp": bound / n_pixels,
+                "compress_s": compress_s,
+                "codec_own_s": max(compress_s - transform_s, 0.0),
+                "decompress_s": decompress_s,
+            }
+        )
         p = points[-1]
-        log(f"  {name} n_bits={n_bits:2d}: {p['bpp']:.3f} bpp, {p['psnr']:.2f} dB, "
-            f"compress {compress_s:.2f} s (codec's own {p['codec_own_s']:.2f} s)")
+        log(
+            f"  {name} n_bits={n_bits:2d}: {p['bpp']:.3f} bpp (static-table bound "
+            f"{p['entropy_bound_bpp']:.3f}), {p['psnr']:.2f} dB, compress {compress_s:.2f} s "
+            f"(codec's own {p['codec_own_s']:.2f} s)"
+        )
     return {"warmup_s": warmup_s, "transform_s": transform_s, "points": points}
 
 
@@ -270,16 +319,20 @@ def pillow_series(fmt, qualities, images):
             bare += headerless(data)
             decoded[i] = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
         elapsed = time.perf_counter() - start
-        points.append({
-            "quality": quality,
-            "bpp_file": 8 * sizes / (len(images) * n_pixels),
-            "bpp_headerless": 8 * bare / (len(images) * n_pixels),
-            "psnr": psnr(X, decoded.reshape(len(images), -1) / 255),
-            "seconds": elapsed,
-        })
+        points.append(
+            {
+                "quality": quality,
+                "bpp_file": 8 * sizes / (len(images) * n_pixels),
+                "bpp_headerless": 8 * bare / (len(images) * n_pixels),
+                "psnr": psnr(X, decoded.reshape(len(images), -1) / 255),
+                "seconds": elapsed,
+            }
+        )
         p = points[-1]
-        log(f"  {fmt} q={quality:3d}: {p['bpp_file']:.3f} bpp per file, "
-            f"{p['bpp_headerless']:.3f} without headers, {p['psnr']:.2f} dB")
+        log(
+            f"  {fmt} q={quality:3d}: {p['bpp_file']:.3f} bpp per file, "
+            f"{p['bpp_headerless']:.3f} without headers, {p['psnr']:.2f} dB"
+        )
     return {"points": points}
 
 
@@ -308,10 +361,15 @@ def envelope(points, rate):
 
 
 def check_targets(series):
-    ae = [p for s in series if s["kind"] == "codec" and s["model"] == "autoencoder"
-          for p in s["points"]]
-    pca_points = [p for s in series if s["kind"] == "codec" and s["model"] == "pca"
-                  for p in s["points"]]
+    ae = [
+        p
+        for s in series
+        if s["kind"] == "codec" and s["model"] == "autoencoder"
+        for p in s["points"]
+    ]
+    pca_points = [
+        p for s in series if s["kind"] == "codec" and s["model"] == "pca" for p in s["points"]
+    ]
     if not ae or not pca_points:
         return {}
     low = max(min(p["bpp"] for p in ae), min(p["bpp"] for p in pca_points))
@@ -335,17 +393,20 @@ def check_targets(series):
 
 
 def print_table(series):
-    print(f"{'series':<26} {'setting':>9} {'bpp':>8} {'bpp bare':>9} {'PSNR dB':>8}")
+    """One row per point: bits per pixel per file (or per archive), without headers (Pillow
+    formats) or the static-table entropy bound (codec), and PSNR."""
+    print(f"{'series':<22} {'setting':>9} {'bpp':>7} {'bare':>7} {'bound':>7} {'PSNR dB':>8}")
     for s in series:
         for p in s["points"]:
+            bare = bound = ""
             if s["kind"] == "codec":
-                setting, bpp, bare = f"{p['n_bits']} bits", p["bpp"], ""
-            elif s["kind"] == "lossless":
-                setting, bpp, bare = "lossless", p["bpp_file"], f"{p['bpp_headerless']:.3f}"
+                setting, bpp, bound = f"{p['n_bits']} bits", p["bpp"], p["entropy_bound_bpp"]
+                bound = f"{bound:.3f}"
             else:
-                setting, bpp, bare = f"q={p['quality']}", p["bpp_file"], f"{p['bpp_headerless']:.3f}"
+                setting = "lossless" if s["kind"] == "lossless" else f"q={p['quality']}"
+                bpp, bare = p["bpp_file"], f"{p['bpp_headerless']:.3f}"
             db = "inf" if p["psnr"] is None else f"{p['psnr']:.2f}"
-            print(f"{s['name']:<26} {setting:>9} {bpp:>8.3f} {bare:>9} {db:>8}")
+            print(f"{s['name']:<22} {setting:>9} {bpp:>7.3f} {bare:>7} {bound:>7} {db:>8}")
 
 
 def plot(series, path, title):
@@ -360,23 +421,44 @@ def plot(series, path, title):
         pts = s["points"]
         if s["kind"] == "codec":
             style = "-o" if s["model"] == "autoencoder" else "--s"
-            ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], style,
-                    color=colors.get(s["code_size"], "C4"), ms=4, label=s["name"])
+            ax.plot(
+                [p["bpp"] for p in pts],
+                [p["psnr"] for p in pts],
+                style,
+                color=colors.get(s["code_size"], "C4"),
+                ms=4,
+                label=s["name"],
+            )
         elif s["kind"] == "pillow":
             color = "C3" if s["name"].startswith("JPEG") else "C5"
-            ax.plot([p["bpp_file"] for p in pts], [p["psnr"] for p in pts], "-",
-                    color=color, label=f"{s['name']} per file")
-            ax.plot([p["bpp_headerless"] for p in pts], [p["psnr"] for p in pts], ":",
-                    color=color, label=f"{s['name']} without headers")
+            ax.plot(
+                [p["bpp_file"] for p in pts],
+                [p["psnr"] for p in pts],
+                "-",
+                color=color,
+                label=f"{s['name']} per file",
+            )
+            ax.plot(
+                [p["bpp_headerless"] for p in pts],
+                [p["psnr"] for p in pts],
+                ":",
+                color=color,
+                label=f"{s['name']} without headers",
+            )
         else:
-            ax.axvline(pts[0]["bpp_file"], color="k", lw=1, ls="-.",
-                       label=f"PNG lossless, {pts[0]['bpp_file']:.2f} bpp per file")
+            ax.axvline(
+                pts[0]["bpp_file"],
+                color="k",
+                lw=1,
+                ls="-.",
+                label=f"PNG lossless, {pts[0]['bpp_file']:.2f} bpp per file",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB, peak 1.0)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -384,14 +466,19 @@ def plot(series, path, title):
 
 def main(argv=None):
     args, config = parse_args(argv)
+    from _common import machine, use_local_mnist
+
     from skdae.datasets import load_mnist
 
+    use_local_mnist()
+
     train = load_mnist("train", data_home=args.data_home, n_samples=config["n_train"])
-    test = load_mnist("test", data_home=args.data_home, n_samples=config["n_test"],
-                      dtype=np.uint8, scale=False)
+    test = load_mnist(
+        "test", data_home=args.data_home, n_samples=config["n_test"], dtype=np.uint8, scale=False
+    )
     X_train = train.data
     images = test.images
-    X_test = (test.data.astype(np.float32) / np.float32(255))
+    X_test = test.data.astype(np.float32) / np.float32(255)
     started = time.perf_counter()
     series = []
     for size in config["code_sizes"]:
@@ -404,17 +491,30 @@ def main(argv=None):
                 name = f"{'AE' if kind == 'autoencoder' else 'PCA'}-{size} codec ({coder})"
                 log(name)
                 result = codec_series(name, model, X_train, X_test, config, coder)
-                series.append({"name": name, "kind": "codec", "model": kind, "code_size": size,
-                               "coder": coder, **meta, **result})
+                series.append(
+                    {
+                        "name": name,
+                        "kind": "codec",
+                        "model": kind,
+                        "code_size": size,
+                        "coder": coder,
+                        **meta,
+                        **result,
+                    }
+                )
     for fmt, key in (("JPEG", "jpeg_qualities"), ("WEBP", "webp_qualities")):
         log(fmt)
-        series.append({"name": {"JPEG": "JPEG", "WEBP": "WebP"}[fmt], "kind": "pillow",
-                       **pillow_series(fmt, config[key], images)})
+        series.append(
+            {
+                "name": {"JPEG": "JPEG", "WEBP": "WebP"}[fmt],
+                "kind": "pillow",
+                **pillow_series(fmt, config[key], images),
+            }
+        )
     log("PNG")
     series.append({"name": "PNG", "kind": "lossless", **png_series(images)})
 
     import PIL
-    import sklearn
 
     import skdae
 
@@ -424,12 +524,12 @@ def main(argv=None):
         "the MNIST test images; codec rates are one archive of all images, header "
         "included",
         "command": "python benchmarks/rate_distortion.py" + (" --quick" if args.quick else ""),
-        "config": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
-                   for k, v in config.items()},
-        "versions": {"skdae": skdae.__version__, "numpy": np.__version__,
-                     "scikit-learn": sklearn.__version__, "pillow": PIL.__version__,
-                     "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "config": {
+            k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
+            for k, v in config.items()
+        },
+        "versions": {"skdae": skdae.__version__, "pillow": PIL.__version__},
+        "machine": machine(),
         "total_s": time.perf_counter() - started,
         "series": series,
         "targets": targets,
@@ -438,8 +538,9 @@ def main(argv=None):
     json_path = args.out_dir / "rate_distortion.json"
     png_path = args.out_dir / "rate_distortion.png"
     json_path.write_text(json.dumps(report, indent=1, default=float) + "\n")
-    title = (f"MNIST test ({config['n_test']} images): rate vs distortion"
-             + (" [quick]" if args.quick else ""))
+    title = f"MNIST test ({config['n_test']} images): rate vs distortion" + (
+        " [quick]" if args.quick else ""
+    )
     plot(series, png_path, title)
     print_table(series)
     print()

@@ -461,8 +461,39 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
             kinds[-1] = _ACT_LINEAR
         return kinds
 
+    def _check_network(self):
+        """Refuse fitted state whose arrays do not chain up (e.g. an edited model file).
+
+        The kernels index raw memory by these shapes, so a mismatch must never reach them.
+        """
+        coefs, intercepts = self.coefs_, self.intercepts_
+        n_features = self.n_features_in_
+        problem = None
+        if len(coefs) != len(intercepts) or len(coefs) < 2 or len(coefs) % 2:
+            problem = f"{len(coefs)} weight and {len(intercepts)} bias arrays"
+        else:
+            dtype = coefs[0].dtype
+            prev = n_features
+            for i, (W, c) in enumerate(zip(coefs, intercepts)):
+                if (W.ndim != 2 or c.ndim != 1 or W.shape[0] != prev or c.shape[0] != W.shape[1]
+                        or W.dtype != dtype or c.dtype != dtype):
+                    problem = f"layer {i} has weights {W.shape} {W.dtype} and biases {c.shape} {c.dtype}"
+                    break
+                prev = W.shape[1]
+            else:
+                if prev != n_features:
+                    problem = f"the decoder outputs {prev} features, not {n_features}"
+                elif self.mean_.shape != (n_features,) or self.scale_.shape != (n_features,):
+                    problem = f"mean_ {self.mean_.shape} and scale_ {self.scale_.shape}"
+        if problem is not None:
+            raise ValueError(
+                f"{type(self).__name__} has inconsistent fitted state: {problem}. Refit the "
+                "model or reload it from an intact model file."
+            )
+
     def _pack(self):
         """Flat parameter vector and the layout arrays the backprop kernels take."""
+        self._check_network()
         shapes = np.array([W.shape for W in self.coefs_], np.int64)
         sizes = shapes[:, 0] * shapes[:, 1] + shapes[:, 1]
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)

@@ -19,8 +19,20 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 _IMAGE_EXTENSIONS = frozenset(
-    {".png", ".pgm", ".pbm", ".ppm", ".pnm", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
-     ".gif", ".webp"}
+    {
+        ".png",
+        ".pgm",
+        ".pbm",
+        ".ppm",
+        ".pnm",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".webp",
+    }
 )
 _MODES = {"L": 2, "RGB": 3}
 _METADATA_KEY = "skdae_cli"
@@ -402,8 +414,7 @@ def cmd_decompress(args):
     shape = X.shape[1:]
     if len(shape) == 1:
         raise ValueError(
-            f"the archive holds flat samples of {shape[0]} values, not images: use "
-            f"--format npy"
+            f"the archive holds flat samples of {shape[0]} values, not images: use --format npy"
         )
     if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
         raise ValueError(f"cannot write samples of shape {shape} as PNG: use --format npy")
@@ -524,9 +535,7 @@ _INPUTS_HELP = (
 def add_parser(subparsers):
     """Add the ``train``, ``compress``, ``decompress`` and ``info`` subcommands."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-q", "--quiet", action="store_true", help="print no progress or summary"
-    )
+    common.add_argument("-q", "--quiet", action="store_true", help="print no progress or summary")
 
     train = subparsers.add_parser(
         "train",

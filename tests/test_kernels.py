@@ -10,6 +10,7 @@ element, and shrinks just as well).
 
 import itertools
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from skdae._kernels import _backprop as bp
+from skdae._kernels import _math
 from skdae._kernels import _rbm as rk
 from skdae._kernels._random import derive_key as _derive_key
 from skdae._kernels._random import standard_normal, uniform
@@ -83,6 +85,72 @@ def reference_sample(means, bernoulli, key):
 # --------------------------------------------------------------------- activations
 
 
+# The scalar helpers are overloads, callable from compiled code only: these loops are the
+# smallest compiled callers (compiled here, once per dtype and process).
+@numba.njit
+def _sigmoid_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _math.sigmoid(x[i])
+
+
+@numba.njit
+def _softplus_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _math.softplus(x[i])
+
+
+@numba.njit
+def _exp_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _math.fast_exp(x[i])
+
+
+def probe_points(dtype):
+    """Dense in [-20, 20], sparse out to the float32 exp's clamps and beyond."""
+    x = np.concatenate([np.linspace(-20, 20, 4001), np.linspace(-120, 120, 2401), [0.0, -0.0]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_matches_numpy_within_float32_precision(dtype):
+    x = probe_points(dtype)
+    x = x[(x > -87) & (x < 88)]  # the range where float32 exp is normal and finite
+    out = np.empty_like(x)
+    _exp_all(x, out)
+    assert out.dtype == dtype
+    expected = np.exp(x.astype(np.float64))
+    # float32: the module promises 2 ulp; float64 is np.exp itself.
+    rtol = 2.5 * np.finfo(np.float32).eps if dtype == np.float32 else 1e-15
+    assert_allclose(out, expected, rtol=rtol, atol=0)
+
+
+def test_float32_exp_saturates_without_inf_or_nan():
+    x = np.array([-1e4, -200.0, -88.0, 88.5, 200.0, 1e4], np.float32)
+    out = np.empty_like(x)
+    _exp_all(x, out)
+    assert np.isfinite(out).all() and (out > 0).all()
+    assert (np.diff(out) >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_and_softplus_match_numpy(dtype):
+    x = probe_points(dtype)
+    x64 = x.astype(np.float64)
+    out = np.empty_like(x)
+    _sigmoid_all(x, out)
+    assert out.dtype == dtype and np.isfinite(out).all()
+    assert ((out >= 0) & (out <= 1)).all()
+    eps = np.finfo(dtype).eps
+    assert_allclose(out, sigmoid(x64), rtol=8 * eps, atol=1e-37 if dtype == np.float32 else 0)
+    _softplus_all(x, out)
+    assert out.dtype == dtype and np.isfinite(out).all()
+    # Relative precision wherever the result is a normal float32 (the float32 exp clamps
+    # below -87.3, so softplus bottoms out at the smallest normal float32 there); no
+    # overflow for large x.
+    tiny = 1.01 * np.finfo(np.float32).tiny if dtype == np.float32 else 0
+    assert_allclose(out, softplus(x64), rtol=8 * eps, atol=tiny)
+
+
 @fast
 @given(n=st.integers(1, 6), m=st.integers(1, 7), sig=st.booleans(), dtype=dtypes, seed=seeds)
 def test_add_bias_activate_matches_numpy(n, m, sig, dtype, seed):
@@ -92,14 +160,14 @@ def test_add_bias_activate_matches_numpy(n, m, sig, dtype, seed):
     expected = Z.astype(np.float64) + bias
     if sig:
         expected = sigmoid(expected)
-    rk.add_bias_activate(Z, bias, sig)
+    _math.add_bias_activate(Z, bias, sig)
     assert Z.dtype == dtype
     assert_allclose(Z, expected, **tol(dtype))
 
 
 def test_add_bias_activate_saturates_without_nan():
     Z = np.array([[-800.0, 800.0, 0.0]])
-    rk.add_bias_activate(Z, np.zeros(3), True)
+    _math.add_bias_activate(Z, np.zeros(3), True)
     assert_array_equal(Z, [[0.0, 1.0, 0.5]])
 
 
@@ -280,6 +348,37 @@ def test_uniform_is_in_unit_interval_and_uniform():
     u = np.array([uniform(key, i) for i in range(20000)])
     assert u.min() >= 0.0 and u.max() < 1.0
     assert stats.kstest(u, "uniform").pvalue > 1e-3
+
+
+@fast
+@given(
+    n=st.integers(1, 6), n_vis=st.integers(1, 6), n_hid=st.integers(1, 5),
+    visible_kind=st.sampled_from([0, 1]), hidden_kind=st.sampled_from([0, 1]),
+    dtype=dtypes, seed=seeds,
+)
+def test_gibbs_step_matches_numpy(n, n_vis, n_hid, visible_kind, hidden_kind, dtype, seed):
+    rng = np.random.RandomState(seed)
+    W = rng.randn(n_hid, n_vis)
+    b_vis, b_hid = rng.randn(n_vis), rng.randn(n_hid)
+    V = rng.rand(n, n_vis)
+    f_hid = sigmoid if hidden_kind == 0 else (lambda z: z)
+    f_vis = sigmoid if visible_kind == 0 else (lambda z: z)
+    # v -> sampled h (stream 0) -> sampled v' (stream 1)
+    h = reference_sample(f_hid(V @ W.T + b_hid), hidden_kind == 0, derive_key(seed, 0))
+    expected = reference_sample(f_vis(h @ W + b_vis), visible_kind == 0, derive_key(seed, 1))
+    out = np.empty((n, n_vis), dtype)
+    rk.gibbs_step(
+        V.astype(dtype), W.astype(dtype), b_vis.astype(dtype), b_hid.astype(dtype),
+        visible_kind, hidden_kind, np.int64(seed), np.empty((n, n_hid), dtype), out,
+    )
+    assert out.dtype == dtype
+    if dtype == np.float64:
+        assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+    elif hidden_kind == 1 and visible_kind == 1:
+        # Nothing binary: float32 rounding cannot flip a draw.
+        assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    if visible_kind == 0:
+        assert set(np.unique(out)) <= {0.0, 1.0}
 
 
 # ------------------------------------------------------------------------- CD epochs

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA, TruncatedSVD
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 
 from skdae._persist import InvalidModelFileError, fingerprint, load, read_header, save
@@ -56,7 +56,7 @@ def _same(a, b):
         np.testing.assert_array_equal(a, b)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             _same(x, y)
     elif isinstance(a, dict):
         assert a.keys() == b.keys()
@@ -107,7 +107,7 @@ def test_autoencoder_partial_fit_continues_identically(tmp_path):
     loaded = load(tmp_path / "ae.skdae")
     ae.partial_fit(X)
     loaded.partial_fit(X)
-    for a, b in zip(ae.coefs_ + ae.intercepts_, loaded.coefs_ + loaded.intercepts_):
+    for a, b in zip(ae.coefs_ + ae.intercepts_, loaded.coefs_ + loaded.intercepts_, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -226,9 +226,7 @@ def _edit_header(saved, tmp_path, edit):
         (lambda h: h.update(n_arrays=h["n_arrays"] + 1), "unreferenced"),
         (lambda h: h["estimator"].pop("params"), "malformed"),
         (
-            lambda h: h["estimator"]["attributes"].update(
-                x_={"__scalar__": ["|O", 1]}
-            ),
+            lambda h: h["estimator"]["attributes"].update(x_={"__scalar__": ["|O", 1]}),
             "unsupported dtype",
         ),
     ],

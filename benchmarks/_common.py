@@ -1,0 +1,78 @@
+"""Helpers shared by the benchmark scripts: data, errors, tables, JSON, machine info."""
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_LOCAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def use_local_mnist():
+    """Point SKDAE_DATA_HOME at the project's sibling MNIST folder when it is unset."""
+    if "SKDAE_DATA_HOME" not in os.environ and _LOCAL_MNIST.is_dir():
+        os.environ["SKDAE_DATA_HOME"] = str(_LOCAL_MNIST)
+
+
+def quality(X, X_rec):
+    """The three measures every benchmark row reports."""
+    diff = np.asarray(X_rec, np.float64) - X
+    mse = float(np.mean(diff * diff))
+    return {
+        "squared_error": float(np.einsum("ij,ij->", diff, diff) / X.shape[0]),
+        "psnr_db": float(10 * np.log10(1.0 / mse)),
+        "mse_per_pixel": mse,
+    }
+
+
+def machine():
+    """Cores, CPU, BLAS and library versions, for the record."""
+    import numba
+    import sklearn
+    from threadpoolctl import threadpool_info
+
+    blas = sorted(
+        {f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')})" for d in threadpool_info()
+         if d.get("user_api") == "blas"}
+    )
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "blas": blas,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numba": numba.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def markdown_table(rows, columns):
+    """A markdown table of ``rows`` (dicts) over ``columns`` ((key, header, format))."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, rule]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            cells.append("-" if value is None else format(value, fmt) if fmt else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(name, payload):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return path

@@ -1,0 +1,210 @@
+"""Reproduce "Image Compression Using Deep Autoencoder" (2018) and Hinton & Salakhutdinov
+(Science 2006) on MNIST, with PCA at the same code size beside each model.
+
+    python benchmarks/reproduce.py            # full run (about half an hour on 2 cores)
+    python benchmarks/reproduce.py --quick    # smoke run, a few minutes
+
+Error = squared error per test image summed over the 784 pixels in [0, 1] (H&S's measure);
+also PSNR (dB, peak 1.0) and MSE per pixel. Models are trained epoch by epoch through
+``partial_fit`` so that train and test error can be recorded after every fine-tuning epoch
+(the learning curves); evaluation time is excluded from the reported fit time. Nothing is
+tuned on the test images: the number of epochs and all settings are fixed in advance.
+Writes benchmarks/results/reproduce.json, reproduce.md, reconstructions.png and
+learning_curves.png.
+"""
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, machine, markdown_table, quality, use_local_mnist, write_json  # noqa: E402
+
+PUBLISHED = {"hs_autoencoder": 3.00, "hs_logistic_pca": 8.01, "hs_pca": 13.87}
+
+
+def experiments(quick):
+    """The runs, as (name, setting, estimator params, epochs)."""
+    if quick:
+        paper = dict(n_train=2000, n_test=500, pretrain_epochs=2, epochs=3)
+        hs = dict(n_train=3000, n_test=1000, pretrain_epochs=2, epochs=3)
+    else:
+        paper = dict(n_train=20000, n_test=1000, pretrain_epochs=10, epochs=60)
+        hs = dict(n_train=60000, n_test=10000, pretrain_epochs=10, epochs=40)
+    return [
+        ("paper_sigmoid", "paper", dict(hidden_layer_sizes=(1000, 500, 196), code_units="sigmoid"), paper),
+        ("paper_linear", "paper", dict(hidden_layer_sizes=(1000, 500, 196), code_units="linear"), paper),
+        ("paper_sigmoid_no_pretrain", "paper",
+         dict(hidden_layer_sizes=(1000, 500, 196), code_units="sigmoid", pretrain=False), paper),
+        ("hs", "hs", dict(hidden_layer_sizes=(1000, 500, 250, 30), code_units="linear"), hs),
+        ("hs_no_pretrain", "hs",
+         dict(hidden_layer_sizes=(1000, 500, 250, 30), code_units="linear", pretrain=False), hs),
+    ]
+
+
+def train_with_curves(params, budget, X_train, X_test, seed, n_jobs, verbose):
+    """Fit epoch by epoch; return the model, curves and fit time (evaluation excluded)."""
+    from skdae import RBMStackAutoencoder
+
+    model = RBMStackAutoencoder(
+        **params, pretrain_epochs=budget["pretrain_epochs"], random_state=seed, n_jobs=n_jobs,
+        verbose=verbose,
+    )
+    curves = {"train": [], "test": []}
+    fit_time = 0.0
+    for _ in range(budget["epochs"]):
+        tic = time.perf_counter()
+        model.partial_fit(X_train)
+        fit_time += time.perf_counter() - tic
+        curves["train"].append(quality(X_train, model.inverse_transform(model.transform(X_train)))["squared_error"])
+        curves["test"].append(quality(X_test, model.inverse_transform(model.transform(X_test)))["squared_error"])
+        print(f"  epoch {model.n_iter_}: train {curves['train'][-1]:.3f}  test {curves['test'][-1]:.3f}  "
+              f"({fit_time:.0f} s)", flush=True)
+    return model, curves, fit_time
+
+
+def pretrained_only_error(params, budget, X_train, X_test, seed, n_jobs):
+    """Test error of the unrolled RBM stack before any fine-tuning (what pretraining gives)."""
+    from skdae import RBMStackAutoencoder
+
+    model = RBMStackAutoencoder(**params, pretrain_epochs=budget["pretrain_epochs"], random_state=seed,
+                                n_jobs=n_jobs, learning_rate=1e-12, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X_train)
+    return quality(X_test, model.inverse_transform(model.transform(X_test)))["squared_error"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small smoke run (minutes)")
+    parser.add_argument("--only", nargs="+", help="run only these experiments (names in the JSON)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-jobs", type=int, default=None, help="BLAS threads (default: all cores)")
+    parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--output", default=None, help="JSON file name under benchmarks/results/")
+    args = parser.parse_args(argv)
+
+    use_local_mnist()
+    from sklearn.decomposition import PCA
+
+    from skdae.datasets import load_mnist
+
+    command = "python benchmarks/reproduce.py" + (" --quick" if args.quick else "")
+    rows, curves, figures = [], {}, {}
+    data_cache = {}
+    for name, setting, params, budget in experiments(args.quick):
+        if args.only and name not in args.only:
+            continue
+        key = (budget["n_train"], budget["n_test"])
+        if key not in data_cache:
+            data_cache[key] = (
+                load_mnist("train", n_samples=budget["n_train"]).data,
+                load_mnist("test", n_samples=budget["n_test"]).data,
+            )
+        X_train, X_test = data_cache[key]
+        code = params["hidden_layer_sizes"][-1]
+        print(f"\n== {name}: {'-'.join(map(str, (784, *params['hidden_layer_sizes'])))}, "
+              f"{params.get('code_units')} code, pretrain={params.get('pretrain', True)}, "
+              f"{budget['n_train']} train / {budget['n_test']} test", flush=True)
+        model, curve, fit_time = train_with_curves(params, budget, X_train, X_test, args.seed, args.n_jobs,
+                                                   args.verbose)
+        X_rec = model.inverse_transform(model.transform(X_test))
+        base = dict(experiment=name, setting=setting, code=code, n_train=budget["n_train"],
+                    n_test=budget["n_test"], pretrain_epochs=budget["pretrain_epochs"] if params.get("pretrain", True) else 0,
+                    epochs=model.n_iter_, fit_seconds=round(fit_time, 1), command=command)
+        ae_row = {**base, "model": f"autoencoder ({params.get('code_units')} code"
+                  + ("" if params.get("pretrain", True) else ", no pretraining") + ")", **quality(X_test, X_rec)}
+        rows.append(ae_row)
+        curves[name] = curve
+        if name.startswith("paper_sigmoid") and params.get("pretrain", True):
+            binary = (X_rec >= 0.5).astype(np.float32)
+            rows.append({**base, "model": "autoencoder, binarised output (0/255)", **quality(X_test, binary)})
+            figures["paper"] = (X_test, X_rec, binary)
+        if name == "hs":
+            figures["hs"] = (X_test, X_rec, None)
+        if params.get("pretrain", True):
+            ae_row["error_before_finetuning"] = pretrained_only_error(
+                params, budget, X_train, X_test, args.seed, args.n_jobs)
+        pca_key = ("pca", code, key)
+        if pca_key not in data_cache:
+            tic = time.perf_counter()
+            pca = PCA(n_components=code, random_state=args.seed).fit(X_train)
+            pca_time = time.perf_counter() - tic
+            X_pca = pca.inverse_transform(pca.transform(X_test))
+            data_cache[pca_key] = X_pca
+            rows.append(dict(experiment=f"pca_{code}", setting=setting, code=code, n_train=budget["n_train"],
+                             n_test=budget["n_test"], epochs=None, fit_seconds=round(pca_time, 1), command=command,
+                             model=f"PCA-{code}", **quality(X_test, X_pca)))
+            figures.setdefault(f"pca_{code}", X_pca)
+
+    columns = [("setting", "setting", ""), ("model", "model", ""), ("code", "code", "d"),
+               ("n_train", "train", "d"), ("n_test", "test", "d"), ("epochs", "epochs", ""),
+               ("squared_error", "error", ".3f"), ("error_before_finetuning", "before fine-tuning", ".2f"),
+               ("psnr_db", "PSNR dB", ".2f"), ("mse_per_pixel", "MSE/pixel", ".5f"),
+               ("fit_seconds", "fit s", "")]
+    table = markdown_table(rows, columns)
+    print("\n" + table)
+    print(f"\nPublished (Hinton & Salakhutdinov 2006, Fig. 2): autoencoder {PUBLISHED['hs_autoencoder']}, "
+          f"logistic PCA {PUBLISHED['hs_logistic_pca']}, PCA {PUBLISHED['hs_pca']}")
+    suffix = "_quick" if args.quick else ""
+    out = args.output or f"reproduce{suffix}.json"
+    write_json(out, {"command": command, "machine": machine(), "published": PUBLISHED, "rows": rows,
+                     "learning_curves": curves})
+    (RESULTS / out.replace(".json", ".md")).write_text(f"Command: `{command}`\n\n{table}\n")
+    _figures(figures, curves, suffix)
+    return 0
+
+
+def _figures(figures, curves, suffix):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no figures (pip install skdae[bench])")
+        return
+    if "paper" in figures:
+        X_test, X_ae, X_bin = figures["paper"]
+        X_pca = figures.get("pca_196")
+        rows = [("test images", X_test), ("autoencoder 196", X_ae)]
+        if X_pca is not None:
+            rows.append(("PCA-196", X_pca))
+        rows.append(("binarised", X_bin))
+        if "hs" in figures:  # the H&S model's test set starts with the same images
+            rows.append(("autoencoder 30 (H&S)", figures["hs"][1]))
+        n = 10
+        fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
+        for r, (label, X) in enumerate(rows):
+            for c in range(n):
+                ax = axes[r, c]
+                ax.imshow(np.clip(X[c].reshape(28, 28), 0, 1), cmap="gray_r", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"reconstructions{suffix}.png", dpi=80)
+        plt.close(fig)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, curve in curves.items():
+            epochs = np.arange(1, len(curve["test"]) + 1)
+            (line,) = ax.plot(epochs, curve["test"], label=f"{name} test")
+            ax.plot(epochs, curve["train"], "--", color=line.get_color(), label=f"{name} train")
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylabel("squared error per image")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"learning_curves{suffix}.png", dpi=80)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
