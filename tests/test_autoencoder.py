@@ -8,6 +8,9 @@ machine a multi-threaded BLAS only spin-waits on these tiny matrices.
 import copy
 import importlib.util
 import pickle
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -248,6 +251,37 @@ def test_partial_fit_continues_the_optimiser_state(digits):
     for W, W_same, W_reset in zip(ae.coefs_, same.coefs_, reset.coefs_):
         assert_array_equal(W, W_same)
     assert not all(np.allclose(W, W_reset) for W, W_reset in zip(ae.coefs_, reset.coefs_))
+
+
+def test_partial_fit_after_switching_solver_is_safe():
+    """set_params(solver="adam") between partial_fit calls: Adam needs its second moment
+    buffer, which SGD did not keep. Run in a child process: a kernel writing past a
+    buffer's end must fail this test, not crash the test session."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np
+        from sklearn.datasets import load_digits
+        from skdae import RBMStackAutoencoder
+
+        warnings.simplefilter("ignore")
+        X = load_digits().data[:300] / 16.0
+        ae = RBMStackAutoencoder((32, 4), solver="sgd", learning_rate=0.01,
+                                 pretrain_epochs=1, n_jobs=1, random_state=0)
+        ae.partial_fit(X)
+        ae.partial_fit(X)
+        ae.set_params(solver="adam", learning_rate=1e-3)
+        for _ in range(3):
+            ae.partial_fit(X)
+        assert all(np.isfinite(W).all() for W in ae.coefs_ + ae.intercepts_)
+        assert np.isfinite(ae.loss_curve_).all() and ae.n_iter_ == 5
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"exit code {result.returncode}\n{result.stdout}\n{result.stderr[-2000:]}"
+    )
 
 
 def test_partial_fit_checks_later_chunks(digits):
