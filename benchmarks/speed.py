@@ -8,13 +8,14 @@ Sections (``--only`` picks some of them):
 
 cd        One CD-1 epoch of an RBM 784 -> 1000 on the first 20,000 MNIST training images
           (batch 100, float32): skdae's ``RBM.fit`` (max_iter=1), the GEMM floor (the four
-          matrix products a CD-1 batch needs, and nothing else, with NumPy's BLAS and again
-          with SciPy's BLAS, the library skdae's Numba kernels call), scikit-learn's
-          BernoulliRBM (n_iter=1), a plain NumPy CD-1 and the same algorithm in PyTorch.
+          matrix products a CD-1 batch needs, and nothing else, with NumPy's BLAS; for
+          reference also with SciPy's BLAS, the library skdae's Numba kernels call, and with
+          PyTorch's), scikit-learn's BernoulliRBM (n_iter=1), a plain NumPy CD-1 and the
+          same algorithm in PyTorch.
 finetune  One fine-tuning epoch of the unrolled 784-1000-500-196-500-1000-784 autoencoder
           (cross-entropy, batch 100, float32) with SGD + momentum and with Adam: skdae's
           ``partial_fit``, the GEMM floor (6 forward products, 6 weight gradients, 5 delta
-          propagations) and PyTorch autograd.
+          propagations; the same three BLAS libraries) and PyTorch autograd.
 coldstart ``import skdae`` vs ``import sklearn.decomposition`` in fresh processes, and the
           first ``fit`` of a tiny model in a fresh process with an empty and with a warm
           Numba cache, against a second fit in the same process.
@@ -22,8 +23,10 @@ scaling   CD-1 epoch of skdae and of the GEMM floor against the number of sample
           against the layer width.
 memory    Peak resident memory of a process fitting the paper's model (1000, 500, 196) on
           60,000 images (pretrain_epochs=1, max_iter=1), against 2 x data + 300 MB.
-profile   Where a skdae CD-1 epoch goes: its kernel stages timed one by one (skdae's own
-          kernel functions, GEMMs through SciPy's BLAS as in the kernels) and the rest.
+profile   Where a skdae CD-1 epoch goes: the stages of a batch timed one by one (GEMMs
+          through SciPy's BLAS, sigmoid and sampling with skdae's own kernel functions),
+          and the rest of skdae's training loop. Uses private interfaces: skipped with a
+          notice when they change.
 
 Method: warm runs are timed apart from the first call (Numba compile or cache load, torch
 start-up); within a section every implementation runs in the same process, interleaved
@@ -152,6 +155,15 @@ def import_torch(enabled):
     return torch
 
 
+def numba_layer():
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process
+        return None
+
+
 def thread_info(torch):
     """Every thread pool in the process, as threadpoolctl sees it, plus PyTorch's and Numba's."""
     import numba
@@ -165,6 +177,7 @@ def thread_info(torch):
             for d in threadpool_info()
         ],
         "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": numba_layer(),
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "torch": torch.__version__ if torch is not None else None,
         "note": "numpy.dot uses NumPy's OpenBLAS; skdae's Numba kernels call SciPy's OpenBLAS "
@@ -378,7 +391,7 @@ def bench_cd(X, repeats, torch):
     if torch is not None:
         first_call["gemm_floor_torch"] = timed(cd_floor_fn(small, n_hidden, torch_gemm_for(torch)))
         first_call["torch"] = timed(cd_torch_fn(torch, small, n_hidden))
-    print(f"  first calls on 200 rows (skdae: Numba compile or cache load): "
+    print("  first calls on 200 rows (skdae: Numba compile or cache load): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in first_call.items()), flush=True)
     times = interleave(peers, repeats)
     if torch is None:

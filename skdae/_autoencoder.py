@@ -18,7 +18,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import (
     check_codes,
-    check_finite_params,
     check_unit_range,
     epoch_seeds,
     input_scaling,
@@ -356,11 +355,14 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
             encoder = self._random_encoder(sizes, rng, X.dtype)
         self._set_network(encoder, sizes, X.dtype, tied=self.pretrain)
         self.loss_curve_ = []
-        self.validation_scores_ = [] if (validation and self.early_stopping) else None
-        self.best_loss_ = None if self.early_stopping else np.inf
-        self.best_validation_score_ = -np.inf if self.early_stopping else None
+        # partial_fit has no validation set: it tracks the training loss even when
+        # early_stopping is on.
+        use_validation = X_val is not None
+        self.validation_scores_ = [] if use_validation else None
+        self.best_loss_ = None if use_validation else np.inf
+        self.best_validation_score_ = -np.inf if use_validation else None
         self._no_improvement_count = 0
-        self._optimizer_state_a = self._optimizer_state_b = None
+        self._optimizer_state_a = self._optimizer_state_b = self._optimizer_solver = None
         self.n_iter_ = 0
         self.t_ = 0
         return Xs, X_val
@@ -522,9 +524,19 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         n_state = params.size
         state_a = getattr(self, "_optimizer_state_a", None)
         state_b = getattr(self, "_optimizer_state_b", None)
-        if state_a is None or state_a.size != n_state or state_a.dtype != dtype:
+        n_state_b = n_state if self.solver == "adam" else 0
+        if (
+            state_a is None
+            or getattr(self, "_optimizer_solver", None) != self.solver
+            or state_a.shape != (n_state,)
+            or state_b.shape != (n_state_b,)
+            or state_a.dtype != dtype
+            or state_b.dtype != dtype
+        ):
+            # First call, or the solver was changed with set_params between partial_fit
+            # calls: the old state means something else, start afresh.
             state_a = np.zeros(n_state, dtype)
-            state_b = np.zeros(n_state, dtype) if self.solver == "adam" else np.zeros(0, dtype)
+            state_b = np.zeros(n_state_b, dtype)
         act_kind = self._activations()
         n_samples, n_features = Xs.shape
         batch = min(self.batch_size, n_samples)
@@ -569,7 +581,7 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
             stop = False
             if X_val is not None:
                 self._unpack(params, shapes, w_off, b_off)
-                val_score = self.score(X_val)
+                val_score = -float(np.mean(self._squared_errors(X_val)))
                 self.validation_scores_.append(val_score)
                 message += f", validation squared error {-val_score:.4f}"
                 if val_score > self.best_validation_score_ + self.tol:
@@ -592,7 +604,7 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
             if stop:
                 break
         else:
-            if epochs > 1 or self.early_stopping:
+            if epochs > 1:
                 warnings.warn(
                     f"{type(self).__name__}: maximum iterations ({self.max_iter}) reached and "
                     "the optimisation hasn't converged yet.",
@@ -603,6 +615,7 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         self._unpack(params, shapes, w_off, b_off)
         self._optimizer_state_a = state_a
         self._optimizer_state_b = state_b
+        self._optimizer_solver = self.solver
 
     # --------------------------------------------------------------- inference
 
@@ -674,9 +687,19 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
-        recon = self.inverse_transform(self.transform(X))
+        return -self._squared_errors(X)
+
+    def _squared_errors(self, X):
+        """Per-sample squared reconstruction error of validated ``X`` (input units)."""
+        n_layers = len(self.coefs_)
+        Xs = standardize(X.astype(self.coefs_[0].dtype, copy=False), self.mean_, self.scale_,
+                         self.visible_units_)
+        recon = self._run_layers(self._run_layers(Xs, 0, n_layers // 2), n_layers // 2, n_layers)
+        if self.visible_units_ == "gaussian":
+            recon *= self.scale_
+            recon += self.mean_
         diff = recon.astype(np.float64) - X
-        return -np.einsum("ij,ij->i", diff, diff)
+        return np.einsum("ij,ij->i", diff, diff)
 
     def score(self, X, y=None):
         """Negative mean per-sample squared reconstruction error (higher is better).

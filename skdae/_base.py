@@ -84,28 +84,24 @@ def partial_fit_rng(seed, call_index):
 
 @contextmanager
 def thread_limits(n_jobs):
-    """Limit BLAS threads to ``n_jobs`` for the duration of a block.
+    """Run a block of kernel calls on ``n_jobs`` Numba threads with BLAS single-threaded.
 
-    ``None`` leaves the process's settings alone (BLAS then uses every core, as it does in
-    scikit-learn's PCA); ``-1`` means all cores. The previous limits are restored on exit,
-    including when the block raises.
+    The kernels parallelise over fixed blocks themselves (each block calls BLAS), so a
+    multi-threaded BLAS underneath would only oversubscribe the cores. ``None`` and ``-1``
+    mean every thread Numba may use (all cores, or the share joblib gives a worker process);
+    larger values are capped there. Both settings are restored on exit, also on error.
+    Results do not depend on the thread count.
     """
-    if n_jobs is None:
-        yield
-        return
+    import numba
+    from joblib import effective_n_jobs
     from threadpoolctl import threadpool_limits
 
-    from joblib import effective_n_jobs
-
-    with threadpool_limits(limits=effective_n_jobs(n_jobs), user_api="blas"):
-        yield
-
-
-def check_finite_params(arrays, what):
-    """Raise when training diverged, instead of returning NaN codes later."""
-    for a in arrays:
-        if not np.isfinite(a).all():
-            raise ValueError(
-                f"{what} diverged: the weights became infinite or NaN. Lower the learning "
-                "rate, standardise the input, or add weight decay."
-            )
+    available = numba.config.NUMBA_NUM_THREADS
+    n_threads = available if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), available))
+    previous = numba.get_num_threads()
+    with threadpool_limits(limits=1, user_api="blas"):
+        numba.set_num_threads(n_threads)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)

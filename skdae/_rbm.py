@@ -17,7 +17,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import (
     check_codes,
-    check_finite_params,
     check_unit_range,
     epoch_seeds,
     input_scaling,
@@ -63,7 +62,17 @@ class CDTrainer:
         self.vel_vis = np.zeros_like(b_vis) if vel_vis is None else vel_vis
         self.vel_hid = np.zeros_like(b_hid) if vel_hid is None else vel_hid
         n_hidden = W.shape[0]
-        self.chain = np.zeros((batch_size, n_hidden), W.dtype) if chain is None else chain
+        if chain is None or chain.shape[0] < batch_size:
+            # A larger batch_size set between partial_fit calls extends the chain with
+            # fresh (all-off) states.
+            grown = np.zeros((batch_size, n_hidden), W.dtype)
+            if chain is not None:
+                grown[: chain.shape[0]] = chain
+            chain = grown
+        self.chain = chain
+
+    def _state(self):
+        return (self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis, self.vel_hid, self.chain)
 
     def run(self, X, epochs, rng, *, first_epoch=0, verbose=0, label="RBM", curve=None):
         """Train for ``epochs`` epochs; append the per-sample reconstruction error to ``curve``.
@@ -85,7 +94,6 @@ class CDTrainer:
         V_stack = np.empty((2 * batch, n_visible), dtype)
         H_stack = np.empty((2 * batch, n_hidden), dtype)
         H_sample = np.empty((batch, n_hidden), dtype)
-        G = np.empty_like(self.W)
         chain = self.chain[:batch]
         seeds = epoch_seeds(rng, epochs)
         interrupted = False
@@ -95,13 +103,16 @@ class CDTrainer:
                 self.initial_momentum if epoch < self.momentum_switch_epoch else self.momentum
             )
             order = rng.permutation(n_samples)
+            # The last finite state, restored if this epoch diverges (a copy costs a
+            # fraction of a percent of an epoch).
+            snapshot = [a.copy() for a in self._state()]
             tic = time.perf_counter()
             try:
                 squared_error = kernels.cd_epoch(
                     X, order, self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis,
                     self.vel_hid, self.visible_kind, self.hidden_kind, self.cd_steps,
                     self.persistent, chain, self.learning_rate, momentum, self.weight_decay,
-                    batch, seeds[i], V_stack, H_stack, H_sample, G,
+                    batch, seeds[i], V_stack, H_stack, H_sample,
                 )
             except KeyboardInterrupt:
                 interrupted = True
@@ -112,13 +123,14 @@ class CDTrainer:
                 )
                 break
             error = squared_error / n_samples
-            if not np.isfinite(error):
-                check_finite_params([self.W], label)
+            if not (np.isfinite(error) and all(np.isfinite(a).all() for a in self._state())):
+                for current, saved in zip(self._state(), snapshot):
+                    current[...] = saved
                 raise ValueError(
                     f"{label} diverged at epoch {epoch + 1}: the reconstruction error is "
-                    f"{error}. Lower the learning rate or standardise the input."
+                    f"{error:.4g} and the weights are no longer finite; they were reset to "
+                    "the last finite epoch. Lower the learning rate or standardise the input."
                 )
-            check_finite_params([self.W, self.b_vis, self.b_hid], label)
             curve.append(float(error))
             if verbose:
                 print(
@@ -355,6 +367,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             batch_size=self.batch_size, vel_W=self._velocity_components,
             vel_vis=self._velocity_visible, vel_hid=self._velocity_hidden, chain=self._chain,
         )
+        self._chain = trainer.chain
         with thread_limits(self.n_jobs):
             trainer.run(
                 Xs, epochs, rng, first_epoch=self.n_iter_, verbose=self.verbose,

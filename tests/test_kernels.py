@@ -435,7 +435,7 @@ def run_cd_epoch(X, order, params, visible_kind, hidden_kind, cd_steps, persiste
         visible_kind, hidden_kind, cd_steps, persistent, p["chain"], lr, momentum,
         weight_decay, batch_size, np.int64(seed),
         np.empty((2 * batch_size, n_vis), dtype), np.empty((2 * batch_size, n_hid), dtype),
-        np.empty((batch_size, n_hid), dtype), np.empty((n_hid, n_vis), dtype),
+        np.empty((batch_size, n_hid), dtype),
     )
     p["error"] = error
     return p

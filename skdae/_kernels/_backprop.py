@@ -1,26 +1,37 @@
-"""Forward and backward passes of a stack of dense layers, and in-place optimisers.
+"""Forward and backward passes of a stack of dense layers, with the optimiser fused in.
 
 All parameters of the network live in one flat vector ``params``; layer ``l`` has weights
 ``params[w_off[l] : w_off[l] + n_in * n_out]`` viewed as ``(n_in, n_out)`` and biases
 ``params[b_off[l] : b_off[l] + n_out]``, with ``(n_in, n_out) = shapes[l]``. The gradient
-``grads`` has the same layout, so an optimiser step is one fused pass over flat arrays.
-Matrix products go through BLAS (``np.dot`` with an output buffer); bias, activation, loss
-and activation derivatives are fused around them.
+``grads`` and the optimiser's state share that layout.
+
+The backward pass of a layer runs over fixed blocks of its input units (rows of ``W``),
+in parallel (see :mod:`skdae._kernels._dense`): a block computes its rows of the weight
+gradient, its columns of the next delta from the *old* weights, and then applies the
+optimiser step to its rows while they are in cache. Blocks touch disjoint memory, so the
+result does not depend on the thread count.
 
 Activation kinds: ``0`` logistic sigmoid, ``1`` identity. Loss kinds: ``0`` cross-entropy
 (sigmoid outputs, targets in [0, 1]), ``1`` squared error. Losses are per-sample sums over
 output units; the gradient is that of the batch mean (plus ``alpha / 2 * ||W||^2``).
+Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 """
 
 import numpy as np
+from numba import prange
 
+from ._blas import gemm
+from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
 from ._jit import njit
-from ._math import add_bias_activate, sigmoid, softplus
+from ._math import sigmoid, softplus
 
 ACT_SIGMOID = 0
 ACT_LINEAR = 1
 LOSS_CROSS_ENTROPY = 0
 LOSS_SQUARED_ERROR = 1
+SOLVER_NONE = -1
+SOLVER_SGD = 0
+SOLVER_ADAM = 1
 
 
 @njit
@@ -52,145 +63,235 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
                 dest = buf_a[: rows * n_out].reshape((rows, n_out))
             else:
                 dest = buf_b[: rows * n_out].reshape((rows, n_out))
-            np.dot(inp, W, dest)
-            add_bias_activate(dest, c, act_kind[layer] == ACT_SIGMOID)
+            dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest)
             inp = dest
 
 
 @njit
-def batch_loss_grad(
-    Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off, delta_a, delta_b
-):
-    """Loss of one batch and the gradient of its mean into ``grads``.
+def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, momentum, beta1, beta2, eps):
+    """Optimiser step on ``params[start:stop]`` (``lr`` already bias-corrected for Adam)."""
+    if solver == SOLVER_SGD:
+        for i in range(start, stop):
+            v = momentum * state_a[i] - lr * grads[i]
+            state_a[i] = v
+            params[i] += v
+    elif solver == SOLVER_ADAM:
+        one = params.dtype.type(1.0)
+        for i in range(start, stop):
+            g = grads[i]
+            m = beta1 * state_a[i] + (one - beta1) * g
+            v = beta2 * state_b[i] + (one - beta2) * g * g
+            state_a[i] = m
+            state_b[i] = v
+            params[i] -= lr * m / (np.sqrt(v) + eps)
+
+
+@njit(parallel=True)
+def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_parts):
+    """Output pre-activation, loss and delta, fused per block of output units.
+
+    The cross-entropy is ``softplus(z) - x z``, exact from the pre-activation (no log 0).
+    Per-element losses are summed per block into ``loss_parts``.
+    """
+    b, n_in = inp.shape
+    m = Z.shape[1]
+    one = Z.dtype.type(1.0)
+    two = Z.dtype.type(2.0)
+    blocks = n_blocks(m)
+    for blk in prange(blocks):
+        j0, j1 = block_bounds(m, blocks, blk)
+        if j1 > j0:
+            gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m, 0.0, Z[:, j0:], m)
+            acc = 0.0
+            for i in range(b):
+                z_row = Z[i]
+                x_row = Xb[i]
+                d_row = delta[i]
+                if out_sigmoid and cross_entropy:
+                    for j in range(j0, j1):
+                        z = z_row[j] + c[j]
+                        x = x_row[j]
+                        a = sigmoid(z)
+                        # Stored in the delta row first: the loss pass below then reads
+                        # a vectorised result instead of calling softplus in a reduction.
+                        d_row[j] = softplus(z) - x * z
+                        z_row[j] = a
+                    for j in range(j0, j1):
+                        acc += d_row[j]
+                    for j in range(j0, j1):
+                        d_row[j] = (z_row[j] - x_row[j]) * inv_b
+                elif out_sigmoid:
+                    for j in range(j0, j1):
+                        a = sigmoid(z_row[j] + c[j])
+                        e = a - x_row[j]
+                        d_row[j] = two * e * a * (one - a) * inv_b
+                        z_row[j] = a
+                    for j in range(j0, j1):
+                        e = z_row[j] - x_row[j]
+                        acc += e * e
+                else:
+                    for j in range(j0, j1):
+                        a = z_row[j] + c[j]
+                        e = a - x_row[j]
+                        d_row[j] = two * e * inv_b
+                        z_row[j] = a
+                    for j in range(j0, j1):
+                        e = z_row[j] - x_row[j]
+                        acc += e * e
+            loss_parts[blk] = acc
+
+
+@njit(parallel=True)
+def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, momentum, beta1, beta2, eps):
+    """Bias gradient (column sums of ``delta``) and its optimiser step, per column block."""
+    b, m = delta.shape
+    blocks = n_blocks(m)
+    for blk in prange(blocks):
+        j0, j1 = block_bounds(m, blocks, blk)
+        if j1 > j0:
+            for j in range(j0, j1):
+                grads[b_start + j] = 0.0
+            for i in range(b):
+                for j in range(j0, j1):
+                    grads[b_start + j] += delta[i, j]
+            _update_range(params, grads, state_a, state_b, b_start + j0, b_start + j1, solver, lr,
+                          momentum, beta1, beta2, eps)
+
+
+@njit(parallel=True)
+def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha,
+                 params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps):
+    """Per block of input units ``[i0, i1)``: weight gradient rows, delta columns for the
+    layer below (from the old weights), then the optimiser step on those rows."""
+    b, n_in = layer_in.shape
+    n_out = delta.shape[1]
+    one = W.dtype.type(1.0)
+    blocks = n_blocks(n_in)
+    for blk in prange(blocks):
+        i0, i1 = block_bounds(n_in, blocks, blk)
+        if i1 > i0:
+            gemm(True, False, i1 - i0, n_out, b, 1.0, layer_in[:, i0:], n_in, delta, n_out, 0.0,
+                 gW[i0:], n_out)
+            if alpha != 0.0:
+                for i in range(i0, i1):
+                    for j in range(n_out):
+                        gW[i, j] += alpha * W[i, j]
+            if propagate:
+                gemm(False, True, b, i1 - i0, n_out, 1.0, delta, n_out, W[i0:], n_out, 0.0,
+                     new_delta[:, i0:], n_in)
+                if sigmoid_below:
+                    for r in range(b):
+                        a_row = layer_in[r]
+                        d_row = new_delta[r]
+                        for i in range(i0, i1):
+                            a = a_row[i]
+                            d_row[i] *= a * (one - a)
+            _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
+                          solver, lr, momentum, beta1, beta2, eps)
+
+
+@njit
+def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
+               delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum, beta1,
+               beta2, epsilon):
+    """Forward, backward and (unless ``solver`` is -1) one optimiser step on one batch.
 
     ``Xb`` (b, n_features) is both the input and the target. ``acts`` is a flat buffer
     holding every layer's activations (layer ``l`` at ``act_off[l]``, ``b * n_out`` values);
-    ``delta_a`` / ``delta_b`` are flat scratch of at least ``b * max width``.
+    ``delta_a`` / ``delta_b`` are flat scratch of at least ``b * max width``. ``step`` is the
+    1-based index of this update (Adam's bias correction). ``grads`` receives the gradient.
 
     Returns the summed (not averaged) loss of the batch, without the L2 term.
     """
+    dtype = params.dtype.type
     b, n_features = Xb.shape
     n_layers = shapes.shape[0]
-    one = Xb.dtype.type(1.0)
-    two = Xb.dtype.type(2.0)
-    inv_b = one / Xb.dtype.type(b)
+    inv_b = dtype(1.0) / dtype(b)
+    if solver == SOLVER_ADAM:
+        lr = dtype(learning_rate * np.sqrt(1.0 - beta2**step) / (1.0 - beta1**step))
+    else:
+        lr = dtype(learning_rate)
+    mom = dtype(momentum)
+    b1 = dtype(beta1)
+    b2 = dtype(beta2)
+    eps = dtype(epsilon)
+    alpha_ = dtype(alpha)
 
     inp = Xb
     for layer in range(n_layers - 1):
         W, c = layer_views(params, shapes, w_off, b_off, layer)
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
-        np.dot(inp, W, dest)
-        add_bias_activate(dest, c, act_kind[layer] == ACT_SIGMOID)
+        dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest)
         inp = dest
 
-    # Output layer: pre-activation, loss and output delta in one pass, so the
-    # cross-entropy is computed from the pre-activation (exact, no log(0)).
     last = n_layers - 1
     W, c = layer_views(params, shapes, w_off, b_off, last)
     Z = acts[act_off[last] : act_off[last] + b * n_features].reshape((b, n_features))
-    np.dot(inp, W, Z)
     delta = delta_a[: b * n_features].reshape((b, n_features))
-    # Per-element losses go to a scratch row and are summed apart: a float64 running sum
-    # inside the fused loop would be a reduction, which LLVM does not vectorise.
-    row_loss = delta_b[:n_features]
+    loss_parts = np.empty(n_blocks(n_features), np.float64)
+    _output_layer(inp, W, c, Xb, act_kind[last] == ACT_SIGMOID, loss_kind == LOSS_CROSS_ENTROPY,
+                  inv_b, Z, delta, loss_parts)
     loss = 0.0
-    out_sigmoid = act_kind[last] == ACT_SIGMOID
-    cross_entropy = loss_kind == LOSS_CROSS_ENTROPY
-    for i in range(b):
-        z_row = Z[i]
-        x_row = Xb[i]
-        d_row = delta[i]
-        if out_sigmoid and cross_entropy:
-            for j in range(n_features):
-                z = z_row[j] + c[j]
-                x = x_row[j]
-                a = sigmoid(z)
-                # -x log a - (1 - x) log(1 - a) = softplus(z) - x z: exact, no log(0)
-                row_loss[j] = softplus(z) - x * z
-                d_row[j] = (a - x) * inv_b
-                z_row[j] = a
-        elif out_sigmoid:
-            for j in range(n_features):
-                a = sigmoid(z_row[j] + c[j])
-                e = a - x_row[j]
-                row_loss[j] = e * e
-                d_row[j] = two * e * a * (one - a) * inv_b
-                z_row[j] = a
-        else:
-            for j in range(n_features):
-                a = z_row[j] + c[j]
-                e = a - x_row[j]
-                row_loss[j] = e * e
-                d_row[j] = two * e * inv_b
-                z_row[j] = a
-        for j in range(n_features):
-            loss += row_loss[j]
+    for part in loss_parts:
+        loss += part
 
-    # Backward pass: gradients of every layer, deltas ping-ponging between two buffers.
     for layer in range(last, -1, -1):
         n_in = shapes[layer, 0]
-        n_out = shapes[layer, 1]
         if layer == 0:
             layer_in = Xb
         else:
             layer_in = acts[act_off[layer - 1] : act_off[layer - 1] + b * n_in].reshape((b, n_in))
-        gW, gc = layer_views(grads, shapes, w_off, b_off, layer)
-        np.dot(layer_in.T, delta, gW)
-        for j in range(n_out):
-            gc[j] = 0.0
-        for i in range(b):
-            for j in range(n_out):
-                gc[j] += delta[i, j]
         W, _ = layer_views(params, shapes, w_off, b_off, layer)
-        if alpha != 0.0:
-            a_ = Xb.dtype.type(alpha)
-            for i in range(n_in):
-                for j in range(n_out):
-                    gW[i, j] += a_ * W[i, j]
-        if layer > 0:
-            buf = delta_b if (last - layer) % 2 == 0 else delta_a
-            new_delta = buf[: b * n_in].reshape((b, n_in))
-            np.dot(delta, W.T, new_delta)
-            if act_kind[layer - 1] == ACT_SIGMOID:
-                for i in range(b):
-                    for j in range(n_in):
-                        a = layer_in[i, j]
-                        new_delta[i, j] *= a * (one - a)
-            delta = new_delta
+        gW, _ = layer_views(grads, shapes, w_off, b_off, layer)
+        buf = delta_b if (last - layer) % 2 == 0 else delta_a
+        new_delta = buf[: b * n_in].reshape((b, n_in))
+        _bias_step(delta, params, grads, state_a, state_b, b_off[layer], solver, lr, mom, b1, b2, eps)
+        _weight_step(layer_in, delta, W, gW, w_off[layer], new_delta, layer > 0,
+                     layer > 0 and act_kind[layer - 1] == ACT_SIGMOID, alpha_, params, grads,
+                     state_a, state_b, solver, lr, mom, b1, b2, eps)
+        delta = new_delta
     return loss
 
 
 @njit
+def batch_loss_grad(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
+                    delta_a, delta_b):
+    """Loss of one batch and the gradient of its mean into ``grads`` (no update).
+
+    Returns the summed (not averaged) loss of the batch, without the L2 term.
+    """
+    empty = np.empty(0, params.dtype)
+    return batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts,
+                      act_off, delta_a, delta_b, empty, empty, 1, SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@njit(parallel=True)
 def sgd_step(params, grads, velocity, learning_rate, momentum):
-    """Classical momentum: ``v = momentum * v - lr * g``; ``params += v``."""
+    """Classical momentum on whole arrays: ``v = momentum * v - lr * g``; ``params += v``."""
     lr = params.dtype.type(learning_rate)
     mom = params.dtype.type(momentum)
-    for i in range(params.shape[0]):
-        v = mom * velocity[i] - lr * grads[i]
-        velocity[i] = v
-        params[i] += v
+    n = params.shape[0]
+    blocks = 2 * (n // 65536 + 1)  # elementwise: any fixed split gives the same result
+    for blk in prange(blocks):
+        s, e = block_bounds(n, blocks, blk)
+        _update_range(params, grads, velocity, velocity, s, e, SOLVER_SGD, lr, mom, mom, mom, mom)
 
 
-@njit
+@njit(parallel=True)
 def adam_step(params, grads, m, v, step, learning_rate, beta1, beta2, epsilon):
-    """Adam (Kingma & Ba) with the bias correction folded into the step size.
+    """Adam (Kingma & Ba) on whole arrays, bias correction folded into the step size.
 
     ``step`` is the 1-based index of this update.
     """
     dtype = params.dtype.type
     lr_t = dtype(learning_rate * np.sqrt(1.0 - beta2**step) / (1.0 - beta1**step))
-    b1 = dtype(beta1)
-    b2 = dtype(beta2)
-    one = dtype(1.0)
-    eps = dtype(epsilon)
-    for i in range(params.shape[0]):
-        g = grads[i]
-        mi = b1 * m[i] + (one - b1) * g
-        vi = b2 * v[i] + (one - b2) * g * g
-        m[i] = mi
-        v[i] = vi
-        params[i] -= lr_t * mi / (np.sqrt(vi) + eps)
+    n = params.shape[0]
+    blocks = 2 * (n // 65536 + 1)  # elementwise: any fixed split gives the same result
+    for blk in prange(blocks):
+        s, e = block_bounds(n, blocks, blk)
+        _update_range(params, grads, m, v, s, e, SOLVER_ADAM, lr_t, dtype(0.0), dtype(beta1),
+                      dtype(beta2), dtype(epsilon))
 
 
 @njit
@@ -234,19 +335,17 @@ def finetune_epoch(
     step : int
         Updated number of optimiser steps.
     """
+    n_params = params.shape[0]
+    if state_a.shape[0] != n_params or (solver == SOLVER_ADAM and state_b.shape[0] != n_params):
+        raise ValueError("optimiser state does not match the parameters")
     n = order.shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         batch = Xb[:b]
-        for i in range(b):
-            batch[i] = X[order[start + i]]
-        total += batch_loss_grad(
-            batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off, delta_a, delta_b
-        )
+        gather_rows(X, order, start, batch)
         step += 1
-        if solver == 0:
-            sgd_step(params, grads, state_a, learning_rate, momentum)
-        else:
-            adam_step(params, grads, state_a, state_b, step, learning_rate, beta1, beta2, epsilon)
+        total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
+                            acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
+                            learning_rate, momentum, beta1, beta2, epsilon)
     return total, step

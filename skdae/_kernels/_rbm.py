@@ -1,10 +1,10 @@
 """Contrastive-divergence kernels for one RBM.
 
 Weights are ``W`` of shape ``(n_hidden, n_visible)`` (scikit-learn's ``components_``).
-Matrix products go through BLAS (``np.dot`` with an output buffer, which Numba lowers to
-``?gemm``); bias, activation, sampling, statistics and the momentum update are fused into
-single passes over the buffers they touch. Every array of one call shares one float dtype,
-and scalars are cast to it on entry, so float32 work stays float32.
+Matrix products go through BLAS; bias, activation, sampling, statistics and the momentum
+update are fused around them, block by block (see :mod:`skdae._kernels._dense` for the
+parallelism model: results do not depend on the thread count). Every array of one call
+shares one float dtype, and scalars are cast to it on entry, so float32 stays float32.
 
 Unit kinds are small ints so one compiled kernel serves every unit-type pair:
 visible ``0`` Bernoulli (sigmoid means) / ``1`` Gaussian (unit variance, linear means);
@@ -15,9 +15,12 @@ visible layer.
 """
 
 import numpy as np
+from numba import prange
 
+from ._blas import gemm
+from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
 from ._jit import njit
-from ._math import add_bias_activate, softplus
+from ._math import add_bias_activate, sigmoid, softplus  # noqa: F401 (re-exported)
 from ._random import derive_key, standard_normal, uniform
 
 VISIBLE_BERNOULLI = 0
@@ -26,7 +29,7 @@ HIDDEN_BERNOULLI = 0
 HIDDEN_LINEAR = 1
 
 
-@njit
+@njit(parallel=True)
 def sample_units(means, out, bernoulli, key):
     """Draw unit states: Bernoulli(``means``), or ``means`` + N(0, 1) noise.
 
@@ -35,7 +38,7 @@ def sample_units(means, out, bernoulli, key):
     n, m = means.shape
     one = means.dtype.type(1.0)
     zero = means.dtype.type(0.0)
-    for i in range(n):
+    for i in prange(n):
         src = means[i]
         dst = out[i]
         base = i * m
@@ -50,18 +53,16 @@ def sample_units(means, out, bernoulli, key):
 @njit
 def hidden_means(V, W, b_hid, hidden_kind, out):
     """Hidden means ``f(V W^T + b_hid)`` into ``out`` of shape ``(n, n_hidden)``."""
-    np.dot(V, W.T, out)
-    add_bias_activate(out, b_hid, hidden_kind == HIDDEN_BERNOULLI)
+    dense_forward(V, W, True, b_hid, hidden_kind == HIDDEN_BERNOULLI, out)
 
 
 @njit
 def visible_means(H, W, b_vis, visible_kind, out):
     """Visible means ``f(H W + b_vis)`` into ``out`` of shape ``(n, n_visible)``."""
-    np.dot(H, W, out)
-    add_bias_activate(out, b_vis, visible_kind == VISIBLE_BERNOULLI)
+    dense_forward(H, W, False, b_vis, visible_kind == VISIBLE_BERNOULLI, out)
 
 
-@njit
+@njit(parallel=True)
 def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
     """Free energy ``F(v)`` of each row of ``V`` into ``out`` (float64).
 
@@ -69,10 +70,10 @@ def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
     summed out exactly: Bernoulli units give ``-softplus(x)``, unit-variance linear units
     ``-x**2 / 2`` (constants dropped). ``H`` is a scratch buffer ``(n, n_hidden)``.
     """
-    np.dot(V, W.T, H)
+    dense_forward(V, W, True, b_hid, False, H)
     n, n_vis = V.shape
     n_hid = H.shape[1]
-    for i in range(n):
+    for i in prange(n):
         acc = 0.0
         v = V[i]
         if visible_kind == VISIBLE_BERNOULLI:
@@ -85,10 +86,10 @@ def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
         h = H[i]
         if hidden_kind == HIDDEN_BERNOULLI:
             for k in range(n_hid):
-                acc -= softplus(np.float64(h[k] + b_hid[k]))
+                acc -= softplus(np.float64(h[k]))
         else:
             for k in range(n_hid):
-                x = np.float64(h[k] + b_hid[k])
+                x = np.float64(h[k])
                 acc -= 0.5 * x * x
         out[i] = acc
 
@@ -103,6 +104,107 @@ def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out):
     sample_units(H, H, hidden_kind == HIDDEN_BERNOULLI, derive_key(seed, 0))
     visible_means(H, W, b_vis, visible_kind, out)
     sample_units(out, out, visible_kind == VISIBLE_BERNOULLI, derive_key(seed, 1))
+
+
+@njit(parallel=True)
+def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
+    """``H = f(V W^T + b_hid)`` and, if ``sample``, ``H_sample`` drawn from it."""
+    b, n_vis = V.shape
+    n_hid = W.shape[0]
+    bernoulli = hidden_kind == HIDDEN_BERNOULLI
+    one = H.dtype.type(1.0)
+    zero = H.dtype.type(0.0)
+    blocks = n_blocks(n_hid)
+    for blk in prange(blocks):
+        j0, j1 = block_bounds(n_hid, blocks, blk)
+        if j1 > j0:
+            gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:], n_hid)
+            for i in range(b):
+                h = H[i]
+                s = H_sample[i]
+                base = i * n_hid
+                if bernoulli:
+                    for j in range(j0, j1):
+                        h[j] = sigmoid(h[j] + b_hid[j])
+                    if sample:
+                        for j in range(j0, j1):
+                            s[j] = one if uniform(key, base + j) < h[j] else zero
+                else:
+                    for j in range(j0, j1):
+                        h[j] += b_hid[j]
+                    if sample:
+                        for j in range(j0, j1):
+                            s[j] = h[j] + standard_normal(key, base + j)
+
+
+@njit(parallel=True)
+def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_parts, record_error,
+                   vel_vis, update_bias, lr_b, mom):
+    """``V_neg = f(H_sample W + b_vis)``; optionally the squared error against ``V_pos``
+    (one partial sum per block) and the visible-bias momentum update."""
+    b, n_hid = H_sample.shape
+    n_vis = W.shape[1]
+    sigmoid_units = visible_kind == VISIBLE_BERNOULLI
+    blocks = n_blocks(n_vis)
+    for blk in prange(blocks):
+        j0, j1 = block_bounds(n_vis, blocks, blk)
+        if j1 > j0:
+            gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
+                 V_neg[:, j0:], n_vis)
+            for i in range(b):
+                v = V_neg[i]
+                if sigmoid_units:
+                    for j in range(j0, j1):
+                        v[j] = sigmoid(v[j] + b_vis[j])
+                else:
+                    for j in range(j0, j1):
+                        v[j] += b_vis[j]
+            if record_error:
+                acc = 0.0
+                for i in range(b):
+                    for j in range(j0, j1):
+                        d = V_pos[i, j] - V_neg[i, j]
+                        acc += d * d
+                error_parts[blk] += acc
+            if update_bias:
+                for j in range(j0, j1):
+                    vel_vis[j] *= mom
+                for i in range(b):
+                    for j in range(j0, j1):
+                        vel_vis[j] += lr_b * (V_pos[i, j] - V_neg[i, j])
+
+
+@njit(parallel=True)
+def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay):
+    """Momentum update of weights and hidden biases, one block of hidden units at a time.
+
+    Rows ``[0, b)`` of ``H_stack`` hold the positive and ``[b, 2b)`` the negative hidden
+    statistics. Each block negates its negative columns, then one GEMM accumulates
+    ``vel_W = mom * vel_W + lr / b * (pos - neg)`` in place (BLAS's beta), and the same
+    block of ``W`` is updated while it is in cache.
+    """
+    n_hid, n_vis = W.shape
+    blocks = n_blocks(n_hid)
+    for blk in prange(blocks):
+        j0, j1 = block_bounds(n_hid, blocks, blk)
+        if j1 > j0:
+            for j in range(j0, j1):
+                vel_hid[j] *= mom
+            for i in range(b):
+                pos = H_stack[i]
+                neg = H_stack[b + i]
+                for j in range(j0, j1):
+                    vel_hid[j] += lr_b * (pos[j] - neg[j])
+                    neg[j] = -neg[j]
+            gemm(True, False, j1 - j0, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
+                 mom, vel_W[j0:], n_vis)
+            for j in range(j0, j1):
+                w = W[j]
+                vw = vel_W[j]
+                for k in range(n_vis):
+                    vw[k] -= decay * w[k]
+                    w[k] += vw[k]
+                b_hid[j] += vel_hid[j]
 
 
 @njit
@@ -128,7 +230,6 @@ def cd_epoch(
     V_stack,
     H_stack,
     H_sample,
-    G,
 ):
     """One epoch of CD-k (or persistent CD) with momentum and L2 weight decay.
 
@@ -162,79 +263,45 @@ def cd_epoch(
         Positive statistics in the first ``b`` rows and negated negative statistics in the
         next ``b``, so one GEMM ``H_stack^T V_stack`` gives ``pos - neg``.
     H_sample : ndarray of shape (batch_size, n_hidden)
-    G : ndarray of shape (n_hidden, n_visible)
-        Scratch for the weight gradient.
 
     Returns
     -------
     squared_error : float
         Sum over the epoch of the squared one-step reconstruction error.
     """
-    dtype_one = W.dtype.type(1.0)
-    lr = W.dtype.type(learning_rate)
-    mom = W.dtype.type(momentum)
-    decay = W.dtype.type(learning_rate * weight_decay)
+    dtype = W.dtype.type
+    lr = dtype(learning_rate)
+    mom = dtype(momentum)
+    decay = dtype(learning_rate * weight_decay)
     n = order.shape[0]
-    n_hid, n_vis = W.shape
-    hidden_bernoulli = hidden_kind == HIDDEN_BERNOULLI
-    visible_bernoulli = visible_kind == VISIBLE_BERNOULLI
-    squared_error = 0.0
-    n_batches = (n + batch_size - 1) // batch_size
-    for batch in range(n_batches):
-        start = batch * batch_size
+    n_vis = W.shape[1]
+    error_parts = np.zeros(n_blocks(n_vis), np.float64)
+    for start in range(0, n, batch_size):
+        batch = start // batch_size
         b = min(batch_size, n - start)
         V_pos = V_stack[:b]
         V_neg = V_stack[b : 2 * b]
         H_pos = H_stack[:b]
         H_neg = H_stack[b : 2 * b]
         H_s = H_sample[:b]
-        for i in range(b):
-            V_pos[i] = X[order[start + i]]
-
-        hidden_means(V_pos, W, b_hid, hidden_kind, H_pos)
+        lr_b = lr / dtype(b)
+        gather_rows(X, order, start, V_pos)
+        key = derive_key(seed, batch * (cd_steps + 1))
+        _hidden_phase(V_pos, W, b_hid, hidden_kind, H_pos, H_s, not persistent, key)
         if persistent:
             H_s[:] = chain[:b]
-        else:
-            sample_units(H_pos, H_s, hidden_bernoulli, derive_key(seed, batch * (cd_steps + 1)))
         for step in range(cd_steps):
-            visible_means(H_s, W, b_vis, visible_kind, V_neg)
-            if step == 0:
-                for i in range(b):
-                    for j in range(n_vis):
-                        d = V_pos[i, j] - V_neg[i, j]
-                        squared_error += d * d
-            hidden_means(V_neg, W, b_hid, hidden_kind, H_neg)
-            if persistent or step < cd_steps - 1:
-                key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
-                sample_units(H_neg, H_s, hidden_bernoulli, key)
+            last = step == cd_steps - 1
+            _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_parts, step == 0,
+                           vel_vis, last, lr_b, mom)
+            key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
+            _hidden_phase(V_neg, W, b_hid, hidden_kind, H_neg, H_s, persistent or not last, key)
         if persistent:
             chain[:b] = H_s
-
-        # Bias statistics, and negation of the negative hidden statistics for the GEMM.
-        inv_b = dtype_one / W.dtype.type(b)
-        for j in range(n_hid):
-            vel_hid[j] *= mom
-        for i in range(b):
-            for j in range(n_hid):
-                vel_hid[j] += lr * inv_b * (H_pos[i, j] - H_neg[i, j])
-                H_neg[i, j] = -H_neg[i, j]
-        for j in range(n_vis):
-            vel_vis[j] *= mom
-        for i in range(b):
-            for j in range(n_vis):
-                vel_vis[j] += lr * inv_b * (V_pos[i, j] - V_neg[i, j])
-
-        np.dot(H_stack[: 2 * b].T, V_stack[: 2 * b], G)
-        step_scale = lr * inv_b
-        for i in range(n_hid):
-            w = W[i]
-            vw = vel_W[i]
-            g = G[i]
-            for j in range(n_vis):
-                vw[j] = mom * vw[j] + step_scale * g[j] - decay * w[j]
-                w[j] += vw[j]
-        for j in range(n_hid):
-            b_hid[j] += vel_hid[j]
+        _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay)
         for j in range(n_vis):
             b_vis[j] += vel_vis[j]
+    squared_error = 0.0
+    for part in error_parts:
+        squared_error += part
     return squared_error
