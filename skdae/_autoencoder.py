@@ -353,7 +353,7 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
             encoder = self._pretrain_stack(Xs, sizes, rng)
         else:
             encoder = self._random_encoder(sizes, rng, X.dtype)
-        self._set_network(encoder, sizes, X.dtype, tied=self.pretrain)
+        self._set_network(encoder, X.dtype, rng, tied=self.pretrain)
         self.loss_curve_ = []
         # partial_fit has no validation set: it tracks the training loss even when
         # early_stopping is on.
@@ -422,16 +422,21 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
             encoder.append((W, b_vis, b_hid))
         return encoder
 
-    def _random_encoder(self, sizes, rng, dtype):
-        """Glorot-uniform weights and zero biases, as scikit-learn's MLP initialises."""
-        encoder = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            bound = np.sqrt(6.0 / (n_in + n_out)) * 4.0  # x4: sigmoid units (Glorot & Bengio)
-            W = rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype)
-            encoder.append((W, np.zeros(n_in, dtype), np.zeros(n_out, dtype)))
-        return encoder
+    @staticmethod
+    def _glorot(rng, n_in, n_out, dtype):
+        """Glorot-uniform ``(n_in, n_out)`` weights for sigmoid units (x4, Glorot & Bengio),
+        as scikit-learn's MLP initialises."""
+        bound = 4.0 * np.sqrt(6.0 / (n_in + n_out))
+        return rng.uniform(-bound, bound, (n_in, n_out)).astype(dtype)
 
-    def _set_network(self, encoder, sizes, dtype, tied):
+    def _random_encoder(self, sizes, rng, dtype):
+        """Random RBM-shaped ``(W, b_vis, b_hid)`` triples with zero biases."""
+        return [
+            (self._glorot(rng, n_in, n_out, dtype).T, np.zeros(n_in, dtype), np.zeros(n_out, dtype))
+            for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        ]
+
+    def _set_network(self, encoder, dtype, rng, tied):
         """Unroll ``encoder`` into ``coefs_`` and ``intercepts_`` of the full autoencoder.
 
         With ``tied``, the decoder starts from the transposed RBM weights and the RBMs'
@@ -439,17 +444,10 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         """
         coefs = [W.T.copy() for W, _, _ in encoder]
         intercepts = [b_hid.copy() for _, _, b_hid in encoder]
-        if tied:
-            for W, b_vis, _ in reversed(encoder):
-                coefs.append(W.copy())
-                intercepts.append(b_vis.copy())
-        else:
-            rng = check_random_state(self.random_state)
-            rng = np.random.RandomState(epoch_seeds(rng, 1)[0] % (2**32))
-            for n_out, n_in in zip(sizes[-2::-1], sizes[:0:-1]):
-                bound = np.sqrt(6.0 / (n_in + n_out)) * 4.0
-                coefs.append(rng.uniform(-bound, bound, (n_in, n_out)).astype(dtype))
-                intercepts.append(np.zeros(n_out, dtype))
+        for W, b_vis, _ in reversed(encoder):
+            n_out, n_in = W.shape[1], W.shape[0]
+            coefs.append(W.copy() if tied else self._glorot(rng, n_in, n_out, dtype))
+            intercepts.append(b_vis.copy() if tied else np.zeros(n_out, dtype))
         self.coefs_ = coefs
         self.intercepts_ = intercepts
 
