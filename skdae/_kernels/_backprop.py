@@ -70,28 +70,36 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
 @njit
 def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, momentum, beta1, beta2, eps):
     """Optimiser step on ``params[start:stop]`` (``lr`` already bias-corrected for Adam)."""
+    # Slices and 0-based loops: they vectorise (see _dense).
+    p = params[start:stop]
+    g = grads[start:stop]
     if solver == SOLVER_SGD:
-        for i in range(start, stop):
-            v = momentum * state_a[i] - lr * grads[i]
-            state_a[i] = v
-            params[i] += v
+        vel = state_a[start:stop]
+        for i in range(p.shape[0]):
+            v = momentum * vel[i] - lr * g[i]
+            vel[i] = v
+            p[i] += v
     elif solver == SOLVER_ADAM:
         one = params.dtype.type(1.0)
-        for i in range(start, stop):
-            g = grads[i]
-            m = beta1 * state_a[i] + (one - beta1) * g
-            v = beta2 * state_b[i] + (one - beta2) * g * g
-            state_a[i] = m
-            state_b[i] = v
-            params[i] -= lr * m / (np.sqrt(v) + eps)
+        m1 = state_a[start:stop]
+        m2 = state_b[start:stop]
+        for i in range(p.shape[0]):
+            gi = g[i]
+            m = beta1 * m1[i] + (one - beta1) * gi
+            v = beta2 * m2[i] + (one - beta2) * gi * gi
+            m1[i] = m
+            m2[i] = v
+            p[i] -= lr * m / (np.sqrt(v) + eps)
 
 
 @njit(parallel=True)
-def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_parts):
+def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols):
     """Output pre-activation, loss and delta, fused per block of output units.
 
     The cross-entropy is ``softplus(z) - x z``, exact from the pre-activation (no log 0).
-    Per-element losses are summed per block into ``loss_parts``.
+    Losses are summed per output unit into ``loss_cols`` (float64): per-column sums have
+    no cross-lane reduction, so the loops vectorise. Slices and 0-based loops throughout,
+    for the same reason (see _dense).
     """
     b, n_in = inp.shape
     m = Z.shape[1]
@@ -102,43 +110,37 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
         j0, j1 = block_bounds(m, blocks, blk)
         if j1 > j0:
             gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m, 0.0, Z[:, j0:], m)
-            acc = 0.0
+            width = j1 - j0
+            bias = c[j0:j1]
+            lc = loss_cols[j0:j1]
+            for j in range(width):
+                lc[j] = 0.0
             for i in range(b):
-                z_row = Z[i]
-                x_row = Xb[i]
-                d_row = delta[i]
+                z = Z[i, j0:j1]
+                x = Xb[i, j0:j1]
+                d = delta[i, j0:j1]
                 if out_sigmoid and cross_entropy:
-                    for j in range(j0, j1):
-                        z = z_row[j] + c[j]
-                        x = x_row[j]
-                        a = sigmoid(z)
-                        # Stored in the delta row first: the loss pass below then reads
-                        # a vectorised result instead of calling softplus in a reduction.
-                        d_row[j] = softplus(z) - x * z
-                        z_row[j] = a
-                    for j in range(j0, j1):
-                        acc += d_row[j]
-                    for j in range(j0, j1):
-                        d_row[j] = (z_row[j] - x_row[j]) * inv_b
+                    for j in range(width):
+                        zj = z[j] + bias[j]
+                        d[j] = softplus(zj) - x[j] * zj  # the loss, until the next loop
+                        z[j] = sigmoid(zj)
+                    for j in range(width):
+                        lc[j] += d[j]
+                        d[j] = (z[j] - x[j]) * inv_b
                 elif out_sigmoid:
-                    for j in range(j0, j1):
-                        a = sigmoid(z_row[j] + c[j])
-                        e = a - x_row[j]
-                        d_row[j] = two * e * a * (one - a) * inv_b
-                        z_row[j] = a
-                    for j in range(j0, j1):
-                        e = z_row[j] - x_row[j]
-                        acc += e * e
+                    for j in range(width):
+                        a = sigmoid(z[j] + bias[j])
+                        e = a - x[j]
+                        d[j] = two * e * a * (one - a) * inv_b
+                        z[j] = a
+                        lc[j] += e * e
                 else:
-                    for j in range(j0, j1):
-                        a = z_row[j] + c[j]
-                        e = a - x_row[j]
-                        d_row[j] = two * e * inv_b
-                        z_row[j] = a
-                    for j in range(j0, j1):
-                        e = z_row[j] - x_row[j]
-                        acc += e * e
-            loss_parts[blk] = acc
+                    for j in range(width):
+                        a = z[j] + bias[j]
+                        e = a - x[j]
+                        d[j] = two * e * inv_b
+                        z[j] = a
+                        lc[j] += e * e
 
 
 @njit(parallel=True)
@@ -149,11 +151,13 @@ def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, mome
     for blk in prange(blocks):
         j0, j1 = block_bounds(m, blocks, blk)
         if j1 > j0:
-            for j in range(j0, j1):
-                grads[b_start + j] = 0.0
+            g = grads[b_start + j0 : b_start + j1]
+            for j in range(j1 - j0):
+                g[j] = 0.0
             for i in range(b):
-                for j in range(j0, j1):
-                    grads[b_start + j] += delta[i, j]
+                d = delta[i, j0:j1]
+                for j in range(j1 - j0):
+                    g[j] += d[j]
             _update_range(params, grads, state_a, state_b, b_start + j0, b_start + j1, solver, lr,
                           momentum, beta1, beta2, eps)
 
@@ -173,19 +177,20 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
             gemm(True, False, i1 - i0, n_out, b, 1.0, layer_in[:, i0:], n_in, delta, n_out, 0.0,
                  gW[i0:], n_out)
             if alpha != 0.0:
-                for i in range(i0, i1):
+                for i in range(i1 - i0):
+                    g_row = gW[i0 + i]
+                    w_row = W[i0 + i]
                     for j in range(n_out):
-                        gW[i, j] += alpha * W[i, j]
+                        g_row[j] += alpha * w_row[j]
             if propagate:
                 gemm(False, True, b, i1 - i0, n_out, 1.0, delta, n_out, W[i0:], n_out, 0.0,
                      new_delta[:, i0:], n_in)
                 if sigmoid_below:
                     for r in range(b):
-                        a_row = layer_in[r]
-                        d_row = new_delta[r]
-                        for i in range(i0, i1):
-                            a = a_row[i]
-                            d_row[i] *= a * (one - a)
+                        a_seg = layer_in[r, i0:i1]
+                        d_seg = new_delta[r, i0:i1]
+                        for i in range(i1 - i0):
+                            d_seg[i] *= a_seg[i] * (one - a_seg[i])
             _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
                           solver, lr, momentum, beta1, beta2, eps)
 
@@ -229,12 +234,12 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     W, c = layer_views(params, shapes, w_off, b_off, last)
     Z = acts[act_off[last] : act_off[last] + b * n_features].reshape((b, n_features))
     delta = delta_a[: b * n_features].reshape((b, n_features))
-    loss_parts = np.empty(n_blocks(n_features), np.float64)
+    loss_cols = np.empty(n_features, np.float64)
     _output_layer(inp, W, c, Xb, act_kind[last] == ACT_SIGMOID, loss_kind == LOSS_CROSS_ENTROPY,
-                  inv_b, Z, delta, loss_parts)
+                  inv_b, Z, delta, loss_cols)
     loss = 0.0
-    for part in loss_parts:
-        loss += part
+    for j in range(n_features):
+        loss += loss_cols[j]
 
     for layer in range(last, -1, -1):
         n_in = shapes[layer, 0]

@@ -119,29 +119,32 @@ def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
         j0, j1 = block_bounds(n_hid, blocks, blk)
         if j1 > j0:
             gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:], n_hid)
+            # Slices and 0-based loops throughout: they vectorise (see _dense).
+            bias = b_hid[j0:j1]
+            width = j1 - j0
             for i in range(b):
-                h = H[i]
-                s = H_sample[i]
-                base = i * n_hid
+                h = H[i, j0:j1]
+                s = H_sample[i, j0:j1]
+                base = i * n_hid + j0
                 if bernoulli:
-                    for j in range(j0, j1):
-                        h[j] = sigmoid(h[j] + b_hid[j])
+                    for j in range(width):
+                        h[j] = sigmoid(h[j] + bias[j])
                     if sample:
-                        for j in range(j0, j1):
+                        for j in range(width):
                             s[j] = one if uniform(key, base + j) < h[j] else zero
                 else:
-                    for j in range(j0, j1):
-                        h[j] += b_hid[j]
+                    for j in range(width):
+                        h[j] += bias[j]
                     if sample:
-                        for j in range(j0, j1):
+                        for j in range(width):
                             s[j] = h[j] + standard_normal(key, base + j)
 
 
 @njit(parallel=True)
-def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_parts, record_error,
+def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error,
                    vel_vis, update_bias, lr_b, mom):
     """``V_neg = f(H_sample W + b_vis)``; optionally the squared error against ``V_pos``
-    (one partial sum per block) and the visible-bias momentum update."""
+    (accumulated per visible unit into ``error_cols``) and the visible-bias update."""
     b, n_hid = H_sample.shape
     n_vis = W.shape[1]
     sigmoid_units = visible_kind == VISIBLE_BERNOULLI
@@ -151,27 +154,34 @@ def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_parts, 
         if j1 > j0:
             gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
                  V_neg[:, j0:], n_vis)
+            bias = b_vis[j0:j1]
+            width = j1 - j0
             for i in range(b):
-                v = V_neg[i]
+                v = V_neg[i, j0:j1]
                 if sigmoid_units:
-                    for j in range(j0, j1):
-                        v[j] = sigmoid(v[j] + b_vis[j])
+                    for j in range(width):
+                        v[j] = sigmoid(v[j] + bias[j])
                 else:
-                    for j in range(j0, j1):
-                        v[j] += b_vis[j]
+                    for j in range(width):
+                        v[j] += bias[j]
             if record_error:
-                acc = 0.0
+                # Per-column float64 sums: no cross-lane reduction, so this vectorises.
+                err = error_cols[j0:j1]
                 for i in range(b):
-                    for j in range(j0, j1):
-                        d = V_pos[i, j] - V_neg[i, j]
-                        acc += d * d
-                error_parts[blk] += acc
+                    p = V_pos[i, j0:j1]
+                    v = V_neg[i, j0:j1]
+                    for j in range(width):
+                        d = p[j] - v[j]
+                        err[j] += d * d
             if update_bias:
-                for j in range(j0, j1):
-                    vel_vis[j] *= mom
+                vel = vel_vis[j0:j1]
+                for j in range(width):
+                    vel[j] *= mom
                 for i in range(b):
-                    for j in range(j0, j1):
-                        vel_vis[j] += lr_b * (V_pos[i, j] - V_neg[i, j])
+                    p = V_pos[i, j0:j1]
+                    v = V_neg[i, j0:j1]
+                    for j in range(width):
+                        vel[j] += lr_b * (p[j] - v[j])
 
 
 @njit(parallel=True)
@@ -188,23 +198,26 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
     for blk in prange(blocks):
         j0, j1 = block_bounds(n_hid, blocks, blk)
         if j1 > j0:
-            for j in range(j0, j1):
-                vel_hid[j] *= mom
+            width = j1 - j0
+            vel = vel_hid[j0:j1]
+            for j in range(width):
+                vel[j] *= mom
             for i in range(b):
-                pos = H_stack[i]
-                neg = H_stack[b + i]
-                for j in range(j0, j1):
-                    vel_hid[j] += lr_b * (pos[j] - neg[j])
+                pos = H_stack[i, j0:j1]
+                neg = H_stack[b + i, j0:j1]
+                for j in range(width):
+                    vel[j] += lr_b * (pos[j] - neg[j])
                     neg[j] = -neg[j]
-            gemm(True, False, j1 - j0, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
+            gemm(True, False, width, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
                  mom, vel_W[j0:], n_vis)
-            for j in range(j0, j1):
-                w = W[j]
-                vw = vel_W[j]
+            bias = b_hid[j0:j1]
+            for j in range(width):
+                w = W[j0 + j]
+                vw = vel_W[j0 + j]
                 for k in range(n_vis):
                     vw[k] -= decay * w[k]
                     w[k] += vw[k]
-                b_hid[j] += vel_hid[j]
+                bias[j] += vel[j]
 
 
 @njit
@@ -275,7 +288,7 @@ def cd_epoch(
     decay = dtype(learning_rate * weight_decay)
     n = order.shape[0]
     n_vis = W.shape[1]
-    error_parts = np.zeros(n_blocks(n_vis), np.float64)
+    error_cols = np.zeros(n_vis, np.float64)
     for start in range(0, n, batch_size):
         batch = start // batch_size
         b = min(batch_size, n - start)
@@ -292,7 +305,7 @@ def cd_epoch(
             H_s[:] = chain[:b]
         for step in range(cd_steps):
             last = step == cd_steps - 1
-            _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_parts, step == 0,
+            _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_cols, step == 0,
                            vel_vis, last, lr_b, mom)
             key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
             _hidden_phase(V_neg, W, b_hid, hidden_kind, H_neg, H_s, persistent or not last, key)
@@ -302,6 +315,6 @@ def cd_epoch(
         for j in range(n_vis):
             b_vis[j] += vel_vis[j]
     squared_error = 0.0
-    for part in error_parts:
-        squared_error += part
+    for j in range(n_vis):
+        squared_error += error_cols[j]
     return squared_error
