@@ -674,8 +674,7 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
-        Xs = standardize(X.astype(self.coefs_[0].dtype, copy=False), self.mean_, self.scale_, self.visible_units_)
-        return self._run_layers(Xs, 0, len(self.coefs_) // 2)
+        return self._encode(X)
 
     def inverse_transform(self, X):
         """Decode codes into reconstructions in the input's units.
@@ -690,13 +689,7 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         X_reconstructed : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        codes = check_codes(X, self._n_features_out, self.coefs_[0].dtype, type(self).__name__)
-        n_layers = len(self.coefs_)
-        out = self._run_layers(codes, n_layers // 2, n_layers)
-        if self.visible_units_ == "gaussian":
-            out *= self.scale_
-            out += self.mean_
-        return out
+        return self._decode(check_codes(X, self._n_features_out, self.coefs_[0].dtype, type(self).__name__))
 
     def score_samples(self, X):
         """Negative squared reconstruction error of each sample (summed over features).
@@ -716,15 +709,23 @@ class RBMStackAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
 
     def _squared_errors(self, X):
         """Per-sample squared reconstruction error of validated ``X`` (input units)."""
-        n_layers = len(self.coefs_)
+        diff = self._decode(self._encode(X)).astype(np.float64) - X
+        return np.einsum("ij,ij->i", diff, diff)
+
+    def _encode(self, X):
+        """Codes of validated ``X``."""
         Xs = standardize(X.astype(self.coefs_[0].dtype, copy=False), self.mean_, self.scale_,
                          self.visible_units_)
-        recon = self._run_layers(self._run_layers(Xs, 0, n_layers // 2), n_layers // 2, n_layers)
+        return self._run_layers(Xs, 0, len(self.coefs_) // 2)
+
+    def _decode(self, codes):
+        """Reconstructions, in input units, of validated codes of the parameters' dtype."""
+        n_layers = len(self.coefs_)
+        out = self._run_layers(codes, n_layers // 2, n_layers)
         if self.visible_units_ == "gaussian":
-            recon *= self.scale_
-            recon += self.mean_
-        diff = recon.astype(np.float64) - X
-        return np.einsum("ij,ij->i", diff, diff)
+            out *= self.scale_
+            out += self.mean_
+        return out
 
     def score(self, X, y=None):
         """Negative mean per-sample squared reconstruction error (higher is better).

@@ -20,6 +20,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from skdae._kernels import _backprop as bp
+from skdae._kernels import _dense
 from skdae._kernels import _math
 from skdae._kernels import _rbm as rk
 from skdae._kernels._random import derive_key as _derive_key
@@ -155,23 +156,34 @@ def test_sigmoid_and_softplus_match_numpy(dtype):
 
 
 @fast
-@given(n=st.integers(1, 6), m=st.integers(1, 7), sig=st.booleans(), dtype=dtypes, seed=seeds)
-def test_add_bias_activate_matches_numpy(n, m, sig, dtype, seed):
+@given(n=st.integers(1, 6), k=st.integers(1, 7), m=st.integers(1, 9), sig=st.booleans(),
+       transposed=st.booleans(), dtype=dtypes, seed=seeds)
+def test_dense_forward_matches_numpy(n, k, m, sig, transposed, dtype, seed):
     rng = np.random.RandomState(seed)
-    Z = (3 * rng.randn(n, m)).astype(dtype)
+    A = rng.randn(n, k).astype(dtype)
+    W = rng.randn(m, k).astype(dtype) if transposed else rng.randn(k, m).astype(dtype)
     bias = rng.randn(m).astype(dtype)
-    expected = Z.astype(np.float64) + bias
+    expected = A.astype(np.float64) @ (W.T if transposed else W).astype(np.float64) + bias
     if sig:
         expected = sigmoid(expected)
-    _math.add_bias_activate(Z, bias, sig)
-    assert Z.dtype == dtype
-    assert_allclose(Z, expected, **tol(dtype))
+    out = np.empty((n, m), dtype)
+    _dense.dense_forward(A, W, transposed, bias, sig, out)
+    assert_allclose(out, expected, **tol(dtype))
 
 
-def test_add_bias_activate_saturates_without_nan():
-    Z = np.array([[-800.0, 800.0, 0.0]])
-    _math.add_bias_activate(Z, np.zeros(3), True)
-    assert_array_equal(Z, [[0.0, 1.0, 0.5]])
+def test_dense_forward_saturates_without_nan():
+    out = np.empty((1, 3))
+    _dense.dense_forward(np.array([[-800.0, 800.0, 0.0]]), np.eye(3), False, np.zeros(3), True, out)
+    assert_array_equal(out, [[0.0, 1.0, 0.5]])
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 1000, 1024, 2048, 2049, 5000])
+def test_blocks_cover_every_column_once(m):
+    blocks = _dense.n_blocks(m)
+    bounds = [_dense.block_bounds(m, blocks, b) for b in range(blocks)]
+    covered = np.concatenate([np.arange(lo, hi) for lo, hi in bounds])
+    assert_array_equal(covered, np.arange(m))
+    assert all(hi - lo <= _dense.BLOCK_WIDTH for lo, hi in bounds)
 
 
 @fast

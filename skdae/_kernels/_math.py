@@ -113,16 +113,3 @@ def _softplus_f32(x):
     )
     return max(x, zero) + two * s * series
 
-
-@njit
-def add_bias_activate(Z, bias, sigmoid_units):
-    """In place ``Z = f(Z + bias)`` row by row, ``f`` the logistic sigmoid or the identity."""
-    n, m = Z.shape
-    for i in range(n):
-        row = Z[i]
-        if sigmoid_units:
-            for j in range(m):
-                row[j] = sigmoid(row[j] + bias[j])
-        else:
-            for j in range(m):
-                row[j] += bias[j]

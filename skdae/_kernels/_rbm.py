@@ -20,7 +20,7 @@ from numba import prange
 from ._blas import gemm
 from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
 from ._jit import njit
-from ._math import add_bias_activate, sigmoid, softplus  # noqa: F401 (re-exported)
+from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
 
 VISIBLE_BERNOULLI = 0
