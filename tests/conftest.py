@@ -26,3 +26,23 @@ def mnist_home():
     if not home or not Path(home).is_dir():
         pytest.skip("MNIST IDX files not found: set SKDAE_DATA_HOME")
     return Path(home)
+
+
+@pytest.fixture
+def interrupt_kernel(monkeypatch):
+    """``interrupt_kernel(module, name, n)``: the kernel ``module.name`` raises
+    KeyboardInterrupt on its ``n``-th call (a user's Ctrl-C between epochs)."""
+
+    def install(module, name, n):
+        real = getattr(module, name)
+        calls = []
+
+        def interrupted(*args):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args)
+
+        monkeypatch.setattr(module, name, interrupted)
+
+    return install

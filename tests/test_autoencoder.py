@@ -462,17 +462,8 @@ def test_divergence_raises_instead_of_returning_nan(real_data):
 # ----------------------------------------------------------------------- interrupts
 
 
-def test_keyboard_interrupt_during_fine_tuning_keeps_weights(digits, monkeypatch):
-    real_epoch = backprop_kernels.finetune_epoch
-    calls = []
-
-    def interrupted_on_fourth_call(*args):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_epoch(*args)
-
-    monkeypatch.setattr(backprop_kernels, "finetune_epoch", interrupted_on_fourth_call)
+def test_keyboard_interrupt_during_fine_tuning_keeps_weights(digits, interrupt_kernel):
+    interrupt_kernel(backprop_kernels, "finetune_epoch", 4)
     ae = make_ae(max_iter=10)
     try:
         with pytest.warns(UserWarning, match="interrupted"):
@@ -486,17 +477,8 @@ def test_keyboard_interrupt_during_fine_tuning_keeps_weights(digits, monkeypatch
     assert np.isfinite(ae.transform(digits[:5])).all()
 
 
-def test_keyboard_interrupt_during_pretraining_skips_fine_tuning(digits, monkeypatch):
-    real_cd_epoch = rbm_kernels.cd_epoch
-    calls = []
-
-    def interrupted_on_second_call(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_cd_epoch(*args)
-
-    monkeypatch.setattr(rbm_kernels, "cd_epoch", interrupted_on_second_call)
+def test_keyboard_interrupt_during_pretraining_skips_fine_tuning(digits, interrupt_kernel):
+    interrupt_kernel(rbm_kernels, "cd_epoch", 2)
     ae = make_ae(pretrain_epochs=3)
     try:
         with pytest.warns(UserWarning, match="interrupted"):

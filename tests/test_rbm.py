@@ -367,17 +367,8 @@ def test_divergence_raises_instead_of_returning_nan():
 # -------------------------------------------------------------------- interrupts
 
 
-def test_keyboard_interrupt_keeps_weights_so_far(digits, monkeypatch):
-    real_cd_epoch = rbm_kernels.cd_epoch
-    calls = []
-
-    def interrupted_on_third_call(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_cd_epoch(*args)
-
-    monkeypatch.setattr(rbm_kernels, "cd_epoch", interrupted_on_third_call)
+def test_keyboard_interrupt_keeps_weights_so_far(digits, interrupt_kernel):
+    interrupt_kernel(rbm_kernels, "cd_epoch", 3)
     rbm = RBM(n_components=8, max_iter=10, n_jobs=1, random_state=0)
     try:
         with pytest.warns(UserWarning, match="interrupted"):
