@@ -34,7 +34,11 @@ import numpy as np
 __all__ = ["ALLOWED_CLASSES", "InvalidModelFileError", "load", "save"]
 
 FORMAT_NAME = "skdae-model"
-FORMAT_VERSION = 1
+# Version 2: an autoencoder stores its weights as one flat vector (``_params``; ``coefs_``
+# and ``intercepts_`` are rebuilt as views of it) and its optimiser state as named arrays;
+# version-1 files are read through :func:`migrate_state`.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _HEADER_MEMBER = "skdae.json"
 _ARRAY_MEMBER = "arrays/{}.npy"
@@ -90,6 +94,10 @@ def _class_path(estimator):
         if mod is not None and getattr(mod, attr, None) is cls:
             return name
     return None
+
+
+def _same_value(value, reference):
+    return type(value) is type(reference) and value == reference
 
 
 def _is_estimator(value):
@@ -167,12 +175,15 @@ class _Encoder:
             )
         params = {}
         get_params = getattr(estimator, "get_params", None)
+        added = getattr(cls, "_params_added_after_v1", {})
         for key, value in (get_params(deep=False) if get_params else {}).items():
-            if self.fingerprint and key in _RUNTIME_PARAMS:
+            if self.fingerprint and (
+                key in _RUNTIME_PARAMS or (key in added and _same_value(value, added[key]))
+            ):
                 continue
             params[key] = self.encode(value, f"{where}.{key}", depth + 1)
         attributes = {}
-        for key, value in vars(estimator).items():
+        for key, value in _fitted_state(estimator).items():
             if key.startswith("__") or not _ATTR_NAME.match(key):
                 continue
             if key.endswith("_") and not key.startswith("_"):
@@ -188,11 +199,85 @@ class _Encoder:
         return {"class": name, "params": params, "attributes": attributes}
 
 
+def _fitted_state(estimator):
+    """The attributes a model file stores: ``__getstate__`` for skdae's estimators (which
+    leaves out what they rebuild, such as views), the instance dict otherwise."""
+    if hasattr(estimator, "_check_fitted_state"):
+        return estimator.__getstate__()
+    return vars(estimator)
+
+
+def migrate_state(cls, state, params=None):
+    """Upgrade the attributes of a format-1 model (or a pickle of skdae 0.1) in place.
+
+    Format 1 kept an autoencoder's weights as the lists ``coefs_`` / ``intercepts_``,
+    its optimiser state as ``_optimizer_state_a`` / ``_b`` and its random stream seed as
+    ``_partial_fit_seed``; the unit types at inference came from the parameters. A state
+    without ``_partial_fit_seed`` is already current and is returned unchanged.
+
+    Parameters
+    ----------
+    cls : type
+        The estimator's class.
+    state : dict
+        Its attributes (for a pickle, the parameters are among them).
+    params : dict, default=None
+        Its parameters, when they are stored apart (model files).
+
+    Returns
+    -------
+    state : dict
+        The same dict, upgraded.
+    """
+    if "_partial_fit_seed" not in state:
+        return state
+    params = state if params is None else params
+    state["_seed"] = state.pop("_partial_fit_seed")
+    if cls.__name__ == "RBM":
+        state["_hidden_units"] = params.get("hidden_units", "bernoulli")
+    elif cls.__name__ == "RBMStackAutoencoder":
+        _migrate_autoencoder_v1(state, params)
+    return state
+
+
+def _migrate_autoencoder_v1(state, params):
+    from ._network import make_layout, pack
+
+    coefs, intercepts = state.pop("coefs_", None), state.pop("intercepts_", None)
+    shapes_ok = (
+        isinstance(coefs, list) and isinstance(intercepts, list) and len(coefs) >= 2
+        and all(isinstance(W, np.ndarray) and W.ndim == 2 for W in coefs)
+        and all(isinstance(c, np.ndarray) for c in intercepts)
+    )
+    if not shapes_ok:
+        raise InvalidModelFileError("format-1 autoencoder without its weight lists")
+    sizes = [int(coefs[0].shape[0])] + [int(W.shape[1]) for W in coefs]
+    layout = make_layout(sizes)
+    if [tuple(W.shape) for W in coefs] != [tuple(s) for s in layout.shapes.tolist()] or [
+        c.shape for c in intercepts
+    ] != [(int(n_out),) for n_out in layout.shapes[:, 1]]:
+        raise InvalidModelFileError("format-1 autoencoder whose layers do not chain up")
+    state["_layer_sizes"] = sizes
+    state["_params"] = pack(coefs, intercepts, layout, coefs[0].dtype)
+    state["_code_units"] = params.get("code_units", "linear")
+    solver = state.pop("_optimizer_solver", None)
+    state_a = state.pop("_optimizer_state_a", None)
+    state_b = state.pop("_optimizer_state_b", None)
+    if solver == "sgd":
+        state["_optimizer_state"] = {"velocity": state_a}
+    elif solver == "adam":
+        state["_optimizer_state"] = {"first_moment": state_a, "second_moment": state_b}
+    else:
+        solver, state["_optimizer_state"] = None, None
+    state["_optimizer_solver"] = solver
+
+
 class _Decoder:
     """Inverse of :class:`_Encoder`; every malformed input raises InvalidModelFileError."""
 
-    def __init__(self, get_array):
+    def __init__(self, get_array, version=FORMAT_VERSION):
         self.get_array = get_array
+        self.version = version
 
     def decode(self, node, where, depth=0):
         if depth > _MAX_DEPTH:
@@ -260,14 +345,24 @@ class _Decoder:
                 f"{where}: cannot rebuild {name} from the stored parameters (was the file "
                 f"written with another version?): {exc}"
             ) from None
+        state = {}
         for key, value in attributes.items():
             if not isinstance(key, str) or key.startswith("__") or not _ATTR_NAME.match(key):
                 raise InvalidModelFileError(f"{where}: bad attribute name {_short(key)}")
-            value = self.decode(value, f"{where}.{key}", depth + 1)
+            state[key] = self.decode(value, f"{where}.{key}", depth + 1)
+        if self.version == 1:
+            migrate_state(cls, state, kwargs)
+        for key, value in state.items():
             try:
                 setattr(estimator, key, value)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise InvalidModelFileError(f"{where}: cannot set {key}: {exc}") from None
+        if hasattr(estimator, "_check_fitted_state") and state:
+            try:
+                estimator._validate_params()
+                estimator._check_fitted_state(check_values=True)
+            except (TypeError, ValueError) as exc:
+                raise InvalidModelFileError(f"{where}: {exc}") from None
         return estimator
 
 
@@ -485,12 +580,12 @@ def _open(path):
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidModelFileError(f"{name}: the header has no format version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         by = header.get("written_by")
         by = by.get("skdae") if isinstance(by, dict) else None
         raise InvalidModelFileError(
             f"{name}: model file format version {version} (written by skdae {by}); this "
-            f"skdae reads version {FORMAT_VERSION} only"
+            f"skdae reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     return zf, len(data), header
 
@@ -539,7 +634,9 @@ def load(path, *, return_metadata=False):
         return _read_npy(_read_member(zf, member, file_size, f"array {member}"), member)
 
     try:
-        estimator = _Decoder(get_array).decode_estimator(header.get("estimator"))
+        estimator = _Decoder(get_array, header["format_version"]).decode_estimator(
+            header.get("estimator")
+        )
     except RecursionError:
         raise InvalidModelFileError(f"{name}: the header is nested too deeply") from None
     if len(used) != n_arrays:

@@ -1,7 +1,5 @@
 """Restricted Boltzmann Machine as a scikit-learn transformer."""
 
-import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,135 +11,23 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._base import (
+    VisibleUnitsMixin,
     check_codes,
-    check_unit_range,
     epoch_seeds,
-    input_scaling,
-    partial_fit_rng,
+    new_seed,
     readonly,
-    resolve_visible_units,
-    standardize,
+    stop_on_ctrl_c,
     thread_limits,
 )
-
-_VISIBLE_KIND = {"bernoulli": 0, "gaussian": 1}
-_HIDDEN_KIND = {"bernoulli": 0, "linear": 1}
-
-
-class CDTrainer:
-    """Parameters and momentum state of one RBM under contrastive divergence.
-
-    The training loop shared by :class:`RBM` and the greedy pretraining of
-    :class:`~skdae.RBMStackAutoencoder`: it owns the buffers (allocated once per call of
-    :meth:`run`), draws one seed per epoch, follows the momentum schedule, checks for
-    divergence after every epoch, and turns a ``KeyboardInterrupt`` into an early stop that
-    keeps the weights reached so far.
-
-    ``X`` given to :meth:`run` must already be what the visible units see (standardised
-    for Gaussian units) and of the parameters' dtype.
-    """
-
-    def __init__(self, W, b_vis, b_hid, visible_units, hidden_units, *, cd_steps, persistent,
-                 learning_rate, initial_momentum, momentum, momentum_switch_epoch,
-                 weight_decay, batch_size, vel_W=None, vel_vis=None, vel_hid=None, chain=None):
-        self.W, self.b_vis, self.b_hid = W, b_vis, b_hid
-        self.visible_kind = _VISIBLE_KIND[visible_units]
-        self.hidden_kind = _HIDDEN_KIND[hidden_units]
-        self.cd_steps = cd_steps
-        self.persistent = persistent
-        self.learning_rate = learning_rate
-        self.initial_momentum = initial_momentum
-        self.momentum = momentum
-        self.momentum_switch_epoch = momentum_switch_epoch
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.vel_W = np.zeros_like(W) if vel_W is None else vel_W
-        self.vel_vis = np.zeros_like(b_vis) if vel_vis is None else vel_vis
-        self.vel_hid = np.zeros_like(b_hid) if vel_hid is None else vel_hid
-        n_hidden = W.shape[0]
-        if chain is None or chain.shape[0] < batch_size:
-            # A larger batch_size set between partial_fit calls extends the chain with
-            # fresh (all-off) states.
-            grown = np.zeros((batch_size, n_hidden), W.dtype)
-            if chain is not None:
-                grown[: chain.shape[0]] = chain
-            chain = grown
-        self.chain = chain
-
-    def _state(self):
-        return (self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis, self.vel_hid, self.chain)
-
-    def run(self, X, epochs, rng, *, first_epoch=0, verbose=0, label="RBM", curve=None):
-        """Train for ``epochs`` epochs; append the per-sample reconstruction error to ``curve``.
-
-        Returns
-        -------
-        curve : list of float
-        interrupted : bool
-            True when a ``KeyboardInterrupt`` ended training early.
-        """
-        from ._kernels import _rbm as kernels
-
-        curve = [] if curve is None else curve
-        n_samples, n_visible = X.shape
-        n_hidden = self.W.shape[0]
-        # A batch can never be larger than the data; buffers are sized once.
-        batch = min(self.batch_size, n_samples)
-        dtype = self.W.dtype
-        V_stack = np.empty((2 * batch, n_visible), dtype)
-        H_stack = np.empty((2 * batch, n_hidden), dtype)
-        H_sample = np.empty((batch, n_hidden), dtype)
-        chain = self.chain[:batch]
-        seeds = epoch_seeds(rng, epochs)
-        interrupted = False
-        for i in range(epochs):
-            epoch = first_epoch + i
-            momentum = (
-                self.initial_momentum if epoch < self.momentum_switch_epoch else self.momentum
-            )
-            order = rng.permutation(n_samples)
-            # The last finite state, restored if this epoch diverges (a copy costs a
-            # fraction of a percent of an epoch).
-            snapshot = [a.copy() for a in self._state()]
-            tic = time.perf_counter()
-            try:
-                squared_error = kernels.cd_epoch(
-                    X, order, self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis,
-                    self.vel_hid, self.visible_kind, self.hidden_kind, self.cd_steps,
-                    self.persistent, chain, self.learning_rate, momentum, self.weight_decay,
-                    batch, seeds[i], V_stack, H_stack, H_sample,
-                )
-            except KeyboardInterrupt:
-                interrupted = True
-                warnings.warn(
-                    f"{label}: training interrupted by the user at epoch {epoch + 1}; "
-                    "keeping the weights reached so far.",
-                    UserWarning,
-                )
-                break
-            error = squared_error / n_samples
-            if not (np.isfinite(error) and all(np.isfinite(a).all() for a in self._state())):
-                for current, saved in zip(self._state(), snapshot):
-                    current[...] = saved
-                raise ValueError(
-                    f"{label} diverged at epoch {epoch + 1}: the reconstruction error is "
-                    f"{error:.4g} and the weights are no longer finite; they were reset to "
-                    "the last finite epoch. Lower the learning rate or standardise the input."
-                )
-            curve.append(float(error))
-            if verbose:
-                print(
-                    f"[{label}] epoch {epoch + 1}, reconstruction error {error:.4f}, "
-                    f"{time.perf_counter() - tic:.2f} s",
-                    flush=True,
-                )
-        return curve, interrupted
+from ._kernels._codes import HIDDEN_KIND, VISIBLE_KIND
+from ._pretraining import CDTrainer
+from ._state import StateChecker
 
 
-class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Restricted Boltzmann Machine trained by contrastive divergence (CD-k or PCD).
 
     A successor to :class:`sklearn.neural_network.BernoulliRBM` with Gaussian visible units,
@@ -183,12 +69,23 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     max_iter : int, default=10
         Epochs (passes over the training data) of :meth:`fit`.
     n_jobs : int, default=None
-        Threads for the matrix products. ``None`` keeps the process's BLAS setting (all
-        cores unless limited elsewhere); ``-1`` means all cores. Results do not depend on it.
+        Numba threads that run the kernels' blocks in parallel (BLAS itself is pinned to
+        one thread inside them). ``None`` and ``-1`` use every thread Numba may use (all
+        cores, ``NUMBA_NUM_THREADS``, or joblib's share in a worker process); larger
+        values are capped there. Results are bitwise the same for any value.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, the order of examples and Gibbs sampling.
     verbose : int, default=0
         Print the reconstruction error and time of every epoch.
+
+    Notes
+    -----
+    A Ctrl-C during ``fit`` lets the epoch in progress finish, counts it, and stops with
+    a warning; a second Ctrl-C (or a ``KeyboardInterrupt`` raised another way) rolls the
+    epoch in progress back. ``n_iter_`` always counts the epochs the weights went
+    through. Each epoch draws from its own random stream, derived from ``random_state``
+    and the epoch's index, so ``fit`` with ``max_iter=k`` gives exactly the first ``k``
+    epochs of a longer fit, and ``partial_fit`` continues them.
 
     Attributes
     ----------
@@ -302,11 +199,11 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         self : RBM
+            The fitted estimator.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32], order="C")
-        rng = check_random_state(self.random_state)
-        self._initialize(X, rng)
-        self._train(X, self.max_iter, rng)
+        X = self._validate_input(X, reset=True)
+        self._initialize(X, check_random_state(self.random_state))
+        self._train(X, self.max_iter)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -319,61 +216,96 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training data.
         y : None
             Ignored.
 
         Returns
         -------
         self : RBM
+            The updated estimator.
         """
-        first_call = not hasattr(self, "components_")
-        X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=first_call)
+        X, first_call = self._partial_fit_input(X)
         if first_call:
-            rng = check_random_state(self.random_state)
-            self._initialize(X, rng)
-        else:
-            X = X.astype(self.components_.dtype, copy=False)
-            if self.visible_units_ == "bernoulli":
-                check_unit_range(X, "X")
-        self._train(X, 1, partial_fit_rng(self._partial_fit_seed, self.n_iter_))
+            self._initialize(X, check_random_state(self.random_state))
+        self._train(X, 1)
         return self
 
     def _initialize(self, X, rng):
-        self.visible_units_ = resolve_visible_units(X, self.visible_units)
-        self.mean_, self.scale_ = input_scaling(X, self.visible_units_)
+        self._fit_visible_units(X)
         n_features = X.shape[1]
         dtype = X.dtype
-        self.components_ = (rng.normal(0.0, self.init_std, (self.n_components, n_features))).astype(dtype)
+        self.components_ = rng.normal(0.0, self.init_std, (self.n_components, n_features)).astype(dtype)
         self.intercept_hidden_ = np.zeros(self.n_components, dtype)
         self.intercept_visible_ = np.zeros(n_features, dtype)
+        self._hidden_units = self.hidden_units
         self._velocity_components = np.zeros_like(self.components_)
         self._velocity_hidden = np.zeros_like(self.intercept_hidden_)
         self._velocity_visible = np.zeros_like(self.intercept_visible_)
         self._chain = np.zeros((self.batch_size, self.n_components), dtype)
         self.reconstruction_error_curve_ = []
         self.n_iter_ = 0
-        # An int, not a RandomState, so fitted state stays plain data; each later
-        # partial_fit call derives its own stream from it and the epoch count.
-        self._partial_fit_seed = int(epoch_seeds(rng, 1)[0])
+        self._seed = new_seed(rng)
 
-    def _train(self, X, epochs, rng):
-        Xs = standardize(X, self.mean_, self.scale_, self.visible_units_)
+    # Arrays the CD kernel updates in place.
+    _TRAINING_ARRAYS = ("components_", "intercept_hidden_", "intercept_visible_",
+                        "_velocity_components", "_velocity_hidden", "_velocity_visible", "_chain")
+
+    def _train(self, X, epochs):
+        for name in self._TRAINING_ARRAYS:
+            # Read-only after loading from a memory map: train on a copy.
+            if not getattr(self, name).flags.writeable:
+                setattr(self, name, getattr(self, name).copy())
+        Xs = self._visible_input(X)
         trainer = CDTrainer(
             self.components_, self.intercept_visible_, self.intercept_hidden_,
-            self.visible_units_, self.hidden_units, cd_steps=self.cd_steps,
+            self.visible_units_, self._hidden_units, cd_steps=self.cd_steps,
             persistent=self.persistent, learning_rate=self.learning_rate,
             initial_momentum=self.initial_momentum, momentum=self.momentum,
             momentum_switch_epoch=self.momentum_switch_epoch, weight_decay=self.weight_decay,
-            batch_size=self.batch_size, vel_W=self._velocity_components,
-            vel_vis=self._velocity_visible, vel_hid=self._velocity_hidden, chain=self._chain,
+            batch_size=self.batch_size,
+            velocity=(self._velocity_components, self._velocity_visible, self._velocity_hidden),
+            chain=self._chain,
         )
         self._chain = trainer.chain
-        with thread_limits(self.n_jobs):
+        with stop_on_ctrl_c() as stop, thread_limits(self.n_jobs):
             trainer.run(
-                Xs, epochs, rng, first_epoch=self.n_iter_, verbose=self.verbose,
-                label=type(self).__name__, curve=self.reconstruction_error_curve_,
+                Xs, epochs, (self._seed,), stop=stop, first_epoch=self.n_iter_,
+                verbose=self.verbose, label=type(self).__name__,
+                curve=self.reconstruction_error_curve_,
             )
         self.n_iter_ = len(self.reconstruction_error_curve_)
+
+    @property
+    def _dtype(self):
+        return self.components_.dtype
+
+    def _check_fitted_state(self, check_values=True):
+        """Validate the whole fitted state, training state included.
+
+        The one gate between fitted state and the kernels: ``transform``, ``gibbs``,
+        ``score_samples``, ``inverse_transform``, ``partial_fit`` and model-file loading
+        all go through it. ``check_values`` also checks that every array is finite.
+        """
+        check = StateChecker(self)
+        n_features = check.integer("n_features_in_", 1)
+        W = check.array("components_", (None, n_features), None, finite=check_values)
+        n_components, dtype = W.shape[0], W.dtype
+        if n_components < 1:
+            check.fail("components_ has no rows")
+        check.array("intercept_hidden_", (n_components,), dtype, finite=check_values)
+        check.array("intercept_visible_", (n_features,), dtype, finite=check_values)
+        self._check_visible_state(check, n_features, dtype, check_values)
+        check.choice("_hidden_units", set(HIDDEN_KIND))
+        for name, shape in (("_velocity_components", W.shape), ("_velocity_hidden", (n_components,)),
+                            ("_velocity_visible", (n_features,)), ("_chain", (None, n_components))):
+            check.array(name, shape, dtype, finite=check_values)
+        for name in self._TRAINING_ARRAYS:
+            if not getattr(self, name).flags.c_contiguous:
+                check.fail(f"{name} is not a contiguous array")
+        check.integer("n_iter_")
+        check.integer("_seed", 0, 2**63)
+        check.numbers("reconstruction_error_curve_")
 
     def transform(self, X):
         """Hidden unit means (probabilities, or linear means) for ``X``.
@@ -381,21 +313,20 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Visible states.
 
         Returns
         -------
         H : ndarray of shape (n_samples, n_components)
+            Hidden means.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
         from ._kernels import _rbm as kernels
 
-        Xs = self._visible_input(X)
-        H = np.empty((X.shape[0], self.n_components), self.components_.dtype)
+        Xs = self._checked_visible_input(X)
+        H = np.empty((Xs.shape[0], self._n_features_out), self._dtype)
         with thread_limits(self.n_jobs):
-            kernels.hidden_means(
-                Xs, self.components_, self.intercept_hidden_, _HIDDEN_KIND[self.hidden_units], H
-            )
+            kernels.hidden_means(Xs, self.components_, self.intercept_hidden_,
+                                 HIDDEN_KIND[self._hidden_units], H)
         return H
 
     def inverse_transform(self, H):
@@ -404,22 +335,22 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         H : array-like of shape (n_samples, n_components)
+            Hidden states or means.
 
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            Visible means.
         """
-        check_is_fitted(self)
         from ._kernels import _rbm as kernels
 
-        self._check_parameters()
-        H = check_codes(H, self.n_components, self.components_.dtype, type(self).__name__)
-        V = np.empty((H.shape[0], self.n_features_in_), self.components_.dtype)
+        check_is_fitted(self)
+        self._check_fitted_state(check_values=False)
+        H = check_codes(H, self._n_features_out, self._dtype, type(self).__name__)
+        V = np.empty((H.shape[0], self.n_features_in_), self._dtype)
         with thread_limits(self.n_jobs):
-            kernels.visible_means(
-                readonly(H), self.components_, self.intercept_visible_,
-                _VISIBLE_KIND[self.visible_units_], V,
-            )
+            kernels.visible_means(readonly(H), self.components_, self.intercept_visible_,
+                                  VISIBLE_KIND[self.visible_units_], V)
         return self._unscale(V)
 
     def gibbs(self, v, random_state=None):
@@ -439,19 +370,16 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             Visible states after one sweep (binary for Bernoulli units; for Gaussian units
             the means plus unit-variance noise, in the input's units).
         """
-        check_is_fitted(self)
         from ._kernels import _rbm as kernels
 
-        v = validate_data(self, v, dtype=[np.float64, np.float32], order="C", reset=False)
-        Vs = self._visible_input(v)
+        Vs = self._checked_visible_input(v)
         seed = epoch_seeds(check_random_state(random_state), 1)[0]
-        H = np.empty((v.shape[0], self.n_components), self.components_.dtype)
-        out = np.empty((v.shape[0], self.n_features_in_), self.components_.dtype)
+        H = np.empty((Vs.shape[0], self._n_features_out), self._dtype)
+        out = np.empty(Vs.shape, self._dtype)
         with thread_limits(self.n_jobs):
-            kernels.gibbs_step(
-                Vs, self.components_, self.intercept_visible_, self.intercept_hidden_,
-                _VISIBLE_KIND[self.visible_units_], _HIDDEN_KIND[self.hidden_units], seed, H, out,
-            )
+            kernels.gibbs_step(Vs, self.components_, self.intercept_visible_,
+                               self.intercept_hidden_, VISIBLE_KIND[self.visible_units_],
+                               HIDDEN_KIND[self._hidden_units], seed, H, out)
         return self._unscale(out)
 
     def score_samples(self, X):
@@ -465,64 +393,39 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to score.
 
         Returns
         -------
         scores : ndarray of shape (n_samples,)
+            Negative free energies (higher is more probable).
         """
-        check_is_fitted(self)
         from ._kernels import _rbm as kernels
 
-        X = validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=False)
-        Xs = self._visible_input(X)
-        H = np.empty((X.shape[0], self.n_components), self.components_.dtype)
-        F = np.empty(X.shape[0], np.float64)
+        Xs = self._checked_visible_input(X)
+        H = np.empty((Xs.shape[0], self._n_features_out), self._dtype)
+        F = np.empty(Xs.shape[0], np.float64)
         with thread_limits(self.n_jobs):
-            kernels.free_energy(
-                Xs, self.components_, self.intercept_visible_, self.intercept_hidden_,
-                _VISIBLE_KIND[self.visible_units_], _HIDDEN_KIND[self.hidden_units], H, F,
-            )
+            kernels.free_energy(Xs, self.components_, self.intercept_visible_,
+                                self.intercept_hidden_, VISIBLE_KIND[self.visible_units_],
+                                HIDDEN_KIND[self._hidden_units], H, F)
         scores = -F
         if self.visible_units_ == "gaussian":
             scores -= np.log(self.scale_.astype(np.float64)).sum()
         return scores
 
-    def _check_parameters(self):
-        """Refuse fitted arrays that do not fit together (the kernels index by shape)."""
-        W = self.components_
-        expected = {
-            "components_": (W, (self.n_components, self.n_features_in_)),
-            "intercept_hidden_": (self.intercept_hidden_, (W.shape[0],)),
-            "intercept_visible_": (self.intercept_visible_, (self.n_features_in_,)),
-            "mean_": (self.mean_, (self.n_features_in_,)),
-            "scale_": (self.scale_, (self.n_features_in_,)),
-        }
-        for name, (array, shape) in expected.items():
-            if array.shape != shape or array.dtype != W.dtype:
-                raise ValueError(
-                    f"{type(self).__name__} has inconsistent fitted state: {name} has shape "
-                    f"{array.shape} and dtype {array.dtype}, expected {shape} and {W.dtype}. "
-                    "Refit the model or reload it from an intact model file."
-                )
+    def _checked_visible_input(self, X):
+        """``X`` validated against the checked fitted state, as the visible units see it."""
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        self._check_fitted_state(check_values=False)
+        return self._visible_input(X)
 
-    def _visible_input(self, X):
-        # No range check here: the map is defined for any input, and a scaler fitted on
-        # training data legitimately yields test values slightly outside [0, 1].
-        self._check_parameters()
-        X = X.astype(self.components_.dtype, copy=False)
-        return standardize(X, self.mean_, self.scale_, self.visible_units_)
+    def __setstate__(self, state):
+        from ._persist import migrate_state
 
-    def _unscale(self, V):
-        if self.visible_units_ == "gaussian":
-            V *= self.scale_
-            V += self.mean_
-        return V
+        super().__setstate__(migrate_state(type(self), state))
 
     @property
     def _n_features_out(self):
         return self.components_.shape[0]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

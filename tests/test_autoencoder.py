@@ -244,8 +244,8 @@ def test_partial_fit_continues_the_optimiser_state(digits):
     same = copy.deepcopy(ae)
     reset = copy.deepcopy(ae)
     # What a restart from scratch would look like: fresh Adam moments and step count.
-    reset._optimizer_state_a[:] = 0
-    reset._optimizer_state_b[:] = 0
+    reset._optimizer_state["first_moment"][:] = 0
+    reset._optimizer_state["second_moment"][:] = 0
     reset.t_ = 0
     for model in (ae, same, reset):
         model.partial_fit(X)
@@ -571,8 +571,7 @@ def test_fit_succeeds_for_any_small_configuration(n_samples, n_features, hidden,
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_next_layer_data_reuses_the_buffer_without_corrupting_rows(dtype):
     """Pretraining writes each layer's hidden means over the layer below's, in place."""
-    from skdae._autoencoder import _next_layer_data
-    from skdae._kernels import _rbm as kernels
+    from skdae._pretraining import next_layer_data
 
     rng = np.random.RandomState(0)
     n, n_vis, n_mid, n_top = 9000, 12, 10, 7  # more rows than one chunk
@@ -581,12 +580,12 @@ def test_next_layer_data_reuses_the_buffer_without_corrupting_rows(dtype):
     W1, b1 = (0.3 * rng.randn(n_mid, n_vis)).astype(dtype), rng.randn(n_mid).astype(dtype)
     W2, b2 = (0.3 * rng.randn(n_top, n_mid)).astype(dtype), rng.randn(n_top).astype(dtype)
     with threadpool_limits(1, "blas"):
-        H1 = _next_layer_data(kernels, X, W1, b1, store)
+        H1 = next_layer_data(X, W1, b1, store)
         assert np.shares_memory(H1, store)
         expected1 = 1 / (1 + np.exp(-(X.astype(float) @ W1.T.astype(float) + b1)))
         assert_allclose(H1, expected1, rtol=1e-5 if dtype == np.float32 else 1e-12)
         H1_copy = np.array(H1)
-        H2 = _next_layer_data(kernels, H1, W2, b2, store)
+        H2 = next_layer_data(H1, W2, b2, store)
         assert np.shares_memory(H2, store)
         expected2 = 1 / (1 + np.exp(-(H1_copy.astype(float) @ W2.T.astype(float) + b2)))
         assert_allclose(H2, expected2, rtol=1e-5 if dtype == np.float32 else 1e-12)

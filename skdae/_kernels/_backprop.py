@@ -11,7 +11,7 @@ gradient, its columns of the next delta from the *old* weights, and then applies
 optimiser step to its rows while they are in cache. Blocks touch disjoint memory, so the
 result does not depend on the thread count.
 
-Activation kinds: ``0`` logistic sigmoid, ``1`` identity. Loss kinds: ``0`` cross-entropy
+Codes (defined in :mod:`skdae._kernels._codes`). Activation kinds: ``0`` logistic sigmoid, ``1`` identity. Loss kinds: ``0`` cross-entropy
 (sigmoid outputs, targets in [0, 1]), ``1`` squared error. Losses are per-sample sums over
 output units; the gradient is that of the batch mean (plus ``alpha / 2 * ||W||^2``).
 Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
@@ -25,13 +25,15 @@ from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
 
-ACT_SIGMOID = 0
-ACT_LINEAR = 1
-LOSS_CROSS_ENTROPY = 0
-LOSS_SQUARED_ERROR = 1
-SOLVER_NONE = -1
-SOLVER_SGD = 0
-SOLVER_ADAM = 1
+from ._codes import (  # noqa: F401
+    ACT_LINEAR,
+    ACT_SIGMOID,
+    LOSS_CROSS_ENTROPY,
+    LOSS_SQUARED_ERROR,
+    SOLVER_ADAM,
+    SOLVER_NONE,
+    SOLVER_SGD,
+)
 
 
 @njit

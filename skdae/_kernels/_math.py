@@ -13,7 +13,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._jit import njit
+from ._jit import CACHE, njit
 
 _LOG2E = np.float32(1.44269504088896341)
 _LN2_HI = np.float32(0.693359375)
@@ -66,7 +66,7 @@ def fast_exp(x):
     return np.exp(x)
 
 
-@overload(fast_exp, jit_options={"cache": True})
+@overload(fast_exp, jit_options={"cache": CACHE})
 def _fast_exp_overload(x):
     if x == types.float32:
         return lambda x: _exp_f32(x)
@@ -85,7 +85,7 @@ def softplus(x):
     return np.logaddexp(0, x)
 
 
-@overload(softplus, jit_options={"cache": True})
+@overload(softplus, jit_options={"cache": CACHE})
 def _softplus_overload(x):
     if x == types.float32:
         return lambda x: _softplus_f32(x)

@@ -6,7 +6,8 @@ update are fused around them, block by block (see :mod:`skdae._kernels._dense` f
 parallelism model: results do not depend on the thread count). Every array of one call
 shares one float dtype, and scalars are cast to it on entry, so float32 stays float32.
 
-Unit kinds are small ints so one compiled kernel serves every unit-type pair:
+Unit kinds are small ints (defined in :mod:`skdae._kernels._codes`) so one compiled
+kernel serves every unit-type pair:
 visible ``0`` Bernoulli (sigmoid means) / ``1`` Gaussian (unit variance, linear means);
 hidden ``0`` Bernoulli / ``1`` linear (unit-variance Gaussian noise, Hinton's code layer).
 Visible units are mean-field: the negative phase uses visible means, never samples
@@ -23,10 +24,7 @@ from ._jit import njit
 from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
 
-VISIBLE_BERNOULLI = 0
-VISIBLE_GAUSSIAN = 1
-HIDDEN_BERNOULLI = 0
-HIDDEN_LINEAR = 1
+from ._codes import HIDDEN_BERNOULLI, HIDDEN_LINEAR, VISIBLE_BERNOULLI, VISIBLE_GAUSSIAN  # noqa: F401
 
 
 @njit(parallel=True)

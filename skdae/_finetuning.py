@@ -1,0 +1,185 @@
+"""Fine-tuning of the unrolled autoencoder by minibatch backprop.
+
+:class:`FineTuner` runs the epochs of :class:`~skdae.RBMStackAutoencoder`'s fine-tuning,
+as scikit-learn's MLP splits its loop: one epoch of the kernel, then the bookkeeping
+(loss curve, validation score, no-improvement count) apart. Each epoch is a transaction:
+if it diverges or a ``KeyboardInterrupt`` arrives, the parameters, the optimiser state and
+the bookkeeping are restored to the epoch's start, so the estimator never keeps
+non-finite values or counters that do not match its weights.
+"""
+
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from ._base import epoch_rng, thread_limits
+from ._kernels._codes import LOSS_KIND
+from ._optimizers import make_optimizer, new_state
+
+# Stream name of fine-tuning epochs under the fit's seed (pretraining uses 0).
+FINETUNE_STREAM = 1
+
+_BOOKKEEPING = ("n_iter_", "t_", "best_loss_", "best_validation_score_", "_no_improvement_count")
+
+
+class FineTuner:
+    """The fine-tuning loop of one ``fit`` or ``partial_fit`` call.
+
+    Parameters
+    ----------
+    estimator : RBMStackAutoencoder
+        Its ``_params`` (the flat parameter vector), optimiser state and bookkeeping
+        attributes are updated in place; its hyperparameters are read.
+    layout : skdae._network.Layout
+    act_kind : ndarray of int64
+        Activation code of each layer.
+    n_samples, n_features : int
+        Shape of the training data.
+    """
+
+    def __init__(self, estimator, layout, act_kind, n_samples, n_features):
+        est = self.estimator = estimator
+        self.layout = layout
+        self.act_kind = act_kind
+        dtype = est._params.dtype
+        self.optimizer = make_optimizer(est)
+        if est._optimizer_solver != est.solver:
+            # First call, or the solver was changed with set_params between partial_fit
+            # calls: the old state means something else, start afresh.
+            est._optimizer_state = new_state(est.solver, layout.n_params, dtype)
+            est._optimizer_solver = est.solver
+        self.batch = batch = min(est.batch_size, n_samples)
+        widths = layout.shapes[:, 1]
+        self.grads = np.zeros(layout.n_params, dtype)
+        self.act_off = np.concatenate([[0], np.cumsum(batch * widths)[:-1]]).astype(np.int64)
+        self.acts = np.empty(int(batch * widths.sum()), dtype)
+        max_width = int(max(layout.shapes.max(), n_features))
+        self.delta_a = np.empty(batch * max_width, dtype)
+        self.delta_b = np.empty(batch * max_width, dtype)
+        self.Xb = np.empty((batch, n_features), dtype)
+        self.best_params = None
+
+    def run(self, Xs, X_val, epochs, stop, *, warn_max_iter):
+        """Up to ``epochs`` epochs on ``Xs``; early stopping on ``X_val`` unless None."""
+        est = self.estimator
+        name = type(est).__name__
+        for _ in range(epochs):
+            snapshot = self._snapshot()
+            tic = time.perf_counter()
+            try:
+                loss = self._epoch(Xs)
+                if not (np.isfinite(loss) and np.isfinite(est._params).all()):
+                    self._restore(snapshot)
+                    raise ValueError(
+                        f"{name} fine-tuning diverged at epoch {est.n_iter_ + 1}: the loss is "
+                        f"{loss}. The weights and the optimiser state were reset to the last "
+                        "finite epoch. Lower learning_rate, or standardise the input."
+                    )
+                message, converged = self._record(loss, X_val)
+            except KeyboardInterrupt:
+                self._restore(snapshot)
+                self._warn_interrupted("the epoch in progress was rolled back")
+                break
+            if est.verbose:
+                print(f"{message}, {time.perf_counter() - tic:.2f} s", flush=True)
+            if stop.requested:
+                self._warn_interrupted("the epoch in progress was completed")
+                break
+            if converged:
+                break
+        else:
+            if warn_max_iter and epochs > 1:
+                warnings.warn(
+                    f"{name}: maximum iterations ({est.max_iter}) reached and the "
+                    "optimisation hasn't converged yet.",
+                    ConvergenceWarning,
+                )
+        if self.best_params is not None:
+            est._params[...] = self.best_params
+
+    def _epoch(self, Xs):
+        """One epoch of the kernel; returns the mean per-sample loss."""
+        from ._kernels import _backprop as kernels
+
+        est, layout = self.estimator, self.layout
+        order = epoch_rng(est._seed, FINETUNE_STREAM, est.n_iter_).permutation(Xs.shape[0])
+        state_a, state_b, lr, momentum, beta_1, beta_2, epsilon = (
+            self.optimizer.kernel_arguments(est._optimizer_state)
+        )
+        with thread_limits(est.n_jobs):
+            loss_sum, t = kernels.finetune_epoch(
+                Xs, order, est._params, self.grads, state_a, state_b, est.t_,
+                self.optimizer.kind, lr, momentum, beta_1, beta_2, epsilon, est.alpha,
+                self.batch, layout.shapes, layout.w_off, layout.b_off, self.act_kind,
+                LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
+                self.delta_b,
+            )
+        est.t_ = int(t)
+        return loss_sum / Xs.shape[0]
+
+    def _record(self, loss, X_val):
+        """Bookkeeping after an epoch; returns ``(progress message, converged)``."""
+        est = self.estimator
+        est.n_iter_ += 1
+        est.loss_curve_.append(float(loss))
+        message = f"[fine-tune] epoch {est.n_iter_}, {est.loss_} {loss:.4f}"
+        if X_val is not None:
+            score = -float(np.mean(est._squared_errors(X_val)))
+            est.validation_scores_.append(score)
+            message += f", validation squared error {-score:.4f}"
+        self._update_no_improvement_count(loss, X_val is not None)
+        return message, est._no_improvement_count >= est.n_iter_no_change
+
+    def _update_no_improvement_count(self, loss, early_stopping):
+        """As scikit-learn's MLP: count epochs that improve by less than ``tol``, on the
+        validation score with early stopping (keeping the best weights) and on the
+        training loss otherwise."""
+        est = self.estimator
+        if early_stopping:
+            score = est.validation_scores_[-1]
+            if score < est.best_validation_score_ + est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                self.best_params = est._params.copy()
+        else:
+            # After an early-stopping fit, partial_fit has no validation data and tracks
+            # the training loss from here on.
+            best = np.inf if est.best_loss_ is None else est.best_loss_
+            if loss > best - est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            est.best_loss_ = float(min(best, loss))
+
+    def _snapshot(self):
+        est = self.estimator
+        arrays = [est._params, *est._optimizer_state.values()]
+        scalars = {name: getattr(est, name) for name in _BOOKKEEPING}
+        lengths = (len(est.loss_curve_), None if est.validation_scores_ is None
+                   else len(est.validation_scores_))
+        best = None if self.best_params is None else self.best_params
+        return [a.copy() for a in arrays], scalars, lengths, best
+
+    def _restore(self, snapshot):
+        est = self.estimator
+        arrays, scalars, (n_losses, n_scores), best = snapshot
+        for current, saved in zip([est._params, *est._optimizer_state.values()], arrays):
+            current[...] = saved
+        for name, value in scalars.items():
+            setattr(est, name, value)
+        del est.loss_curve_[n_losses:]
+        if n_scores is not None:
+            del est.validation_scores_[n_scores:]
+        self.best_params = best
+
+    def _warn_interrupted(self, what):
+        warnings.warn(
+            f"{type(self.estimator).__name__}: fine-tuning interrupted by the user; {what}, "
+            f"keeping the weights after {self.estimator.n_iter_} epochs.",
+            UserWarning,
+        )

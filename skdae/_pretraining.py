@@ -1,0 +1,228 @@
+"""Contrastive-divergence training of one RBM, and greedy pretraining of an RBM stack.
+
+:class:`CDTrainer` is the training loop shared by :class:`~skdae.RBM` and the pretraining
+of :class:`~skdae.RBMStackAutoencoder`; :func:`pretrain_stack` trains the stack layer by
+layer, each RBM on the hidden means of the frozen layers below.
+"""
+
+import time
+import warnings
+
+import numpy as np
+
+from ._base import epoch_rng, epoch_seeds, readonly, thread_limits
+from ._kernels._codes import HIDDEN_KIND, VISIBLE_KIND
+
+# Rows per chunk when encoding the data for the next layer: bounds the scratch memory.
+_CHUNK_ROWS = 4096
+
+
+class CDTrainer:
+    """Parameters and momentum state of one RBM under contrastive divergence.
+
+    Owns the buffers (allocated once per call of :meth:`run`), follows the momentum
+    schedule, checks for divergence after every epoch (and then restores the epoch's
+    starting state), and stops cleanly on Ctrl-C (see :func:`skdae._base.stop_on_ctrl_c`).
+    The arrays are updated in place: ``W`` ``(n_hidden, n_visible)``, the biases, the
+    velocities ``velocity = (vel_W, vel_vis, vel_hid)`` and the persistent ``chain``.
+    """
+
+    def __init__(self, W, b_vis, b_hid, visible_units, hidden_units, *, cd_steps, persistent,
+                 learning_rate, initial_momentum, momentum, momentum_switch_epoch,
+                 weight_decay, batch_size, velocity=None, chain=None):
+        self.W, self.b_vis, self.b_hid = W, b_vis, b_hid
+        self.visible_kind = VISIBLE_KIND[visible_units]
+        self.hidden_kind = HIDDEN_KIND[hidden_units]
+        self.cd_steps = cd_steps
+        self.persistent = persistent
+        self.learning_rate = learning_rate
+        self.initial_momentum = initial_momentum
+        self.momentum = momentum
+        self.momentum_switch_epoch = momentum_switch_epoch
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        if velocity is None:
+            velocity = (np.zeros_like(W), np.zeros_like(b_vis), np.zeros_like(b_hid))
+        self.vel_W, self.vel_vis, self.vel_hid = velocity
+        n_hidden = W.shape[0]
+        if chain is None or chain.shape[0] < batch_size:
+            # A larger batch_size set between partial_fit calls extends the chain with
+            # fresh (all-off) states.
+            grown = np.zeros((batch_size, n_hidden), W.dtype)
+            if chain is not None:
+                grown[: chain.shape[0]] = chain
+            chain = grown
+        self.chain = chain
+
+    def _state(self):
+        return (self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis, self.vel_hid, self.chain)
+
+    def run(self, X, epochs, key, *, stop, first_epoch=0, verbose=0, label="RBM", curve):
+        """Train for up to ``epochs`` epochs, appending each epoch's error to ``curve``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_visible)
+            What the visible units see (standardised for Gaussian units), of the
+            parameters' dtype.
+        epochs : int
+        key : tuple of int
+            Names the random streams: epoch ``e`` draws from ``epoch_rng(*key, e)``.
+        stop : object with a ``requested`` attribute
+            Set by :func:`skdae._base.stop_on_ctrl_c`; checked after every epoch.
+        first_epoch : int, default=0
+            Index of the first epoch (the momentum schedule and the streams follow it).
+        verbose : int, default=0
+        label : str, default="RBM"
+        curve : list of float
+            Per-sample reconstruction error of each completed epoch.
+
+        Returns
+        -------
+        interrupted : bool
+            True when Ctrl-C ended training early; the state then holds the epochs
+            recorded in ``curve``.
+        """
+        from ._kernels import _rbm as kernels
+
+        n_samples, n_visible = X.shape
+        n_hidden = self.W.shape[0]
+        # A batch can never be larger than the data; buffers are sized once.
+        batch = min(self.batch_size, n_samples)
+        dtype = self.W.dtype
+        V_stack = np.empty((2 * batch, n_visible), dtype)
+        H_stack = np.empty((2 * batch, n_hidden), dtype)
+        H_sample = np.empty((batch, n_hidden), dtype)
+        chain = self.chain[:batch]
+        for epoch in range(first_epoch, first_epoch + epochs):
+            momentum = self.initial_momentum if epoch < self.momentum_switch_epoch else self.momentum
+            rng = epoch_rng(*key, epoch)
+            order = rng.permutation(n_samples)
+            seed = epoch_seeds(rng, 1)[0]
+            # The epoch's starting state, restored if it diverges or is interrupted (a copy
+            # costs a fraction of a percent of an epoch).
+            snapshot = [a.copy() for a in self._state()]
+            n_recorded = len(curve)
+            tic = time.perf_counter()
+            try:
+                squared_error = kernels.cd_epoch(
+                    X, order, self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis,
+                    self.vel_hid, self.visible_kind, self.hidden_kind, self.cd_steps,
+                    self.persistent, chain, self.learning_rate, momentum, self.weight_decay,
+                    batch, seed, V_stack, H_stack, H_sample,
+                )
+                error = squared_error / n_samples
+                if not (np.isfinite(error) and all(np.isfinite(a).all() for a in self._state())):
+                    self._restore(snapshot)
+                    raise ValueError(
+                        f"{label} diverged at epoch {epoch + 1}: the reconstruction error is "
+                        f"{error:.4g} and the weights are no longer finite; they were reset to "
+                        "the last finite epoch. Lower the learning rate or standardise the input."
+                    )
+                curve.append(float(error))
+            except KeyboardInterrupt:
+                self._restore(snapshot)
+                del curve[n_recorded:]
+                _warn_interrupted(label, len(curve), rolled_back=True)
+                return True
+            if verbose:
+                print(f"[{label}] epoch {epoch + 1}, reconstruction error {error:.4f}, "
+                      f"{time.perf_counter() - tic:.2f} s", flush=True)
+            if stop.requested:
+                _warn_interrupted(label, len(curve), rolled_back=False)
+                return True
+        return False
+
+    def _restore(self, snapshot):
+        for current, saved in zip(self._state(), snapshot):
+            current[...] = saved
+
+
+def _warn_interrupted(label, n_epochs, rolled_back):
+    when = ("the epoch in progress was rolled back" if rolled_back
+            else "the epoch in progress was completed")
+    warnings.warn(
+        f"{label}: training interrupted by the user; {when}, keeping the weights after "
+        f"{n_epochs} epochs.",
+        UserWarning,
+    )
+
+
+def next_layer_data(data, W, b_hid, store):
+    """Hidden means of ``data`` (Bernoulli units), written into the flat buffer ``store``.
+
+    ``data`` may itself live in ``store``: rows are encoded in chunks through a small
+    scratch array and written back at ``row * n_hidden``. Row ``r`` of ``data`` starts at
+    ``r * n_visible``, so once rows ``< r1`` have been read, writing rows ``< r1`` of the
+    result (ending at ``r1 * n_hidden``) can only overwrite rows already consumed as long
+    as ``n_hidden <= n_visible`` — the next layer is never wider when ``data`` is in
+    ``store``. This saves the memory of a second activation array (120 MB for the paper's
+    second layer on 60,000 images).
+    """
+    from ._kernels import _rbm as kernels
+
+    n, n_hid = data.shape[0], W.shape[0]
+    in_store = data.base is not None and np.shares_memory(data, store)
+    if in_store and n_hid > data.shape[1]:
+        store = np.empty(n * n_hid, store.dtype)  # would overwrite unread rows
+    out = store[: n * n_hid].reshape(n, n_hid)
+    scratch = np.empty((min(_CHUNK_ROWS, n), n_hid), store.dtype)
+    for r0 in range(0, n, _CHUNK_ROWS):
+        r1 = min(n, r0 + _CHUNK_ROWS)
+        kernels.hidden_means(data[r0:r1], W, b_hid, 0, scratch[: r1 - r0])
+        out[r0:r1] = scratch[: r1 - r0]
+    return readonly(out)
+
+
+def pretrain_stack(Xs, encoder, unit_types, trainer_settings, epochs, *, key, stop, n_jobs,
+                   verbose):
+    """Greedy layer-wise CD training of the RBMs ``encoder``, in place.
+
+    Parameters
+    ----------
+    Xs : ndarray of shape (n_samples, n_features)
+        What the first layer's visible units see.
+    encoder : list of (W, b_vis, b_hid)
+        Initial parameters of each RBM, ``W`` of shape ``(n_hidden, n_visible)``; trained
+        in place.
+    unit_types : list of (str, str)
+        ``(visible, hidden)`` unit types of each RBM.
+    trainer_settings : callable
+        ``trainer_settings(visible, hidden)`` gives the :class:`CDTrainer` keyword
+        arguments (learning rate, momentum schedule, ...) of an RBM with those units.
+    epochs : int
+        Epochs per RBM.
+    key : tuple of int
+        Names the random streams; layer ``l`` epoch ``e`` draws from
+        ``epoch_rng(*key, l, e)``.
+    stop : object with a ``requested`` attribute
+    n_jobs : int or None
+    verbose : int
+
+    Returns
+    -------
+    curves : list of list of float
+        Per-sample reconstruction error of each epoch of each RBM.
+    interrupted : bool
+        True when Ctrl-C stopped pretraining: the layers above the interrupted one keep
+        their initial weights.
+    """
+    n_layers = len(encoder)
+    curves = [[] for _ in encoder]
+    data = Xs
+    # One buffer holds the current layer's training data (the hidden means of the layer
+    # below) for every intermediate layer in turn; see next_layer_data.
+    widest = max((W.shape[0] for W, _, _ in encoder[:-1]), default=0)
+    store = np.empty(Xs.shape[0] * widest, Xs.dtype)
+    for layer, ((W, b_vis, b_hid), (visible, hidden)) in enumerate(zip(encoder, unit_types)):
+        trainer = CDTrainer(W, b_vis, b_hid, visible, hidden, persistent=False,
+                            **trainer_settings(visible, hidden))
+        label = f"RBM {layer + 1}/{n_layers} ({W.shape[1]}-{W.shape[0]}, {visible}-{hidden})"
+        with thread_limits(n_jobs):
+            interrupted = trainer.run(data, epochs, (*key, layer), stop=stop, verbose=verbose,
+                                      label=label, curve=curves[layer])
+            if interrupted:
+                return curves, True
+            if layer < n_layers - 1:
+                data = next_layer_data(data, W, b_hid, store)
+    return curves, False
