@@ -183,7 +183,10 @@ class _Encoder:
                 continue
             params[key] = self.encode(value, f"{where}.{key}", depth + 1)
         attributes = {}
-        for key, value in _fitted_state(estimator).items():
+        # A fingerprint hashes the public attributes as the estimator holds them (the
+        # weights as coefs_ / intercepts_); a model file stores what rebuilds them.
+        items = vars(estimator) if self.fingerprint else _fitted_state(estimator)
+        for key, value in items.items():
             if key.startswith("__") or not _ATTR_NAME.match(key):
                 continue
             if key.endswith("_") and not key.startswith("_"):
