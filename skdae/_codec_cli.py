@@ -294,11 +294,6 @@ def _load_codec(path):
     return codec, cli if isinstance(cli, dict) else {}
 
 
-def _psnr(X, Y):
-    mse = float(np.mean((np.clip(Y, 0, 1) - X) ** 2, dtype=np.float64))
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
-
-
 def _build_model(args, n_features):
     if args.model == "pca":
         from sklearn.decomposition import PCA
@@ -356,15 +351,17 @@ def cmd_train(args):
     }
     save(codec, args.output, metadata=metadata)
     if not args.quiet:
+        from ._metrics import psnr
         from .codec import archive_info
 
         sample = X[:_REPORT_SAMPLES]
         data = codec.compress(sample)
         rate = archive_info(data).bits_per_pixel
-        psnr = _psnr(sample, codec.decompress(data))
+        # Clipped as the decoded PNG files are.
+        db = psnr(sample, np.clip(codec.decompress(data), 0, 1))
         print(
             f"wrote {args.output} ({os.path.getsize(args.output)} bytes); on {len(sample)} "
-            f"training samples: {rate:.3f} bits/pixel, PSNR {psnr:.2f} dB "
+            f"training samples: {rate:.3f} bits/pixel, PSNR {db:.2f} dB "
             f"(n_bits={codec.n_bits}, coder={codec.coder})"
         )
     return 0
