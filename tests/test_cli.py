@@ -1,10 +1,10 @@
 """The command-line codec end to end: train, compress, decompress, info, and exit codes.
 
 Commands run in-process through :func:`skdae.cli.main`; tests that read or write image
-files need Pillow and are skipped without it, the rest use IDX and ``.npy`` inputs.
+files need Pillow (the ``pil_image`` fixture) and are skipped without it, the rest use IDX
+and ``.npy`` inputs.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,10 +20,6 @@ from skdae.codec import archive_info
 N_TRAIN = 300
 N_IMAGES = 40
 TINY_AE = ["--hidden-layer-sizes", "32,8", "--pretrain-epochs", "2", "--epochs", "3"]
-
-needs_pillow = pytest.mark.skipif(
-    importlib.util.find_spec("PIL") is None, reason="Pillow is not installed"
-)
 
 
 def run(*args):
@@ -55,13 +51,11 @@ def models(tmp_path_factory, mnist):
 
 
 @pytest.fixture(scope="module")
-def pngs(tmp_path_factory, mnist):
+def pngs(tmp_path_factory, mnist, pil_image):
     """A folder of PNG digits (the first test images)."""
-    from PIL import Image
-
     folder = tmp_path_factory.mktemp("pngs")
     for i, image in enumerate(mnist["images"]):
-        Image.fromarray(image).save(folder / f"digit{i:03d}.png")
+        pil_image.fromarray(image).save(folder / f"digit{i:03d}.png")
     return folder
 
 
@@ -86,11 +80,8 @@ def test_end_to_end_idx_to_npy(models, mnist, model, tmp_path, capsys):
     np.testing.assert_array_equal(np.load(out), expected)
 
 
-@needs_pillow
 @pytest.mark.parametrize("model", ["pca", "ae"])
-def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path):
-    from PIL import Image
-
+def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path, pil_image):
     archive = tmp_path / "digits.skc"
     assert run("compress", models[model], pngs, "-o", archive, "-q") == 0
     _, expected = _expected(models[model], mnist["images"])
@@ -99,11 +90,10 @@ def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path):
     files = sorted(out.iterdir())
     assert [f.name for f in files[:2]] == ["000000.png", "000001.png"]
     assert len(files) == N_IMAGES
-    decoded = np.stack([np.asarray(Image.open(f)) for f in files])
+    decoded = np.stack([np.asarray(pil_image.open(f)) for f in files])
     np.testing.assert_array_equal(decoded, np.rint(np.clip(expected, 0, 1) * 255))
 
 
-@needs_pillow
 def test_train_on_png_folder(pngs, tmp_path):
     model = tmp_path / "m.skdae"
     assert run("train", pngs, "--model", "pca", "--n-components", 5, "-o", model, "-q") == 0
@@ -184,13 +174,10 @@ def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
     assert not out.exists()
 
 
-@needs_pillow
-def test_wrong_images_exit_1(models, tmp_path, capsys):
-    from PIL import Image
-
-    Image.new("L", (32, 32)).save(tmp_path / "big.png")
-    Image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
-    Image.new("I;16", (28, 28)).save(tmp_path / "deep.png")
+def test_wrong_images_exit_1(models, tmp_path, capsys, pil_image):
+    pil_image.new("L", (32, 32)).save(tmp_path / "big.png")
+    pil_image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
+    pil_image.new("I;16", (28, 28)).save(tmp_path / "deep.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     for name in ("big.png", "rgb.png", "deep.png", "broken.png"):
         _assert_fails_cleanly(capsys, "compress", models["pca"], tmp_path / name, "-o",
