@@ -137,22 +137,26 @@ def _expand(paths):
         elif not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file or folder")
         else:
-            items.append((_sniff(path), path))
+            items.append((_input_kind(path), path))
     return items
 
 
-def _sniff(path):
+def _input_kind(path):
+    """``"npy"``, ``"image"`` or ``"idx"`` for a file: from its extension, else its content."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
         return "npy"
     if ext in _IMAGE_EXTENSIONS:
         return "image"
-    with open(path, "rb") as f:
-        head = f.read(2)
-    # IDX starts with two zero bytes; MNIST is usually distributed gzip-compressed.
-    if head in (b"\x00\x00", b"\x1f\x8b"):
-        return "idx"
-    return "image"
+    from .datasets import _sniff_idx
+
+    kind = _sniff_idx(path)
+    if kind == "gzip":
+        raise ValueError(
+            f"{path}: gzip-compressed, but not an IDX file; the only compressed inputs read "
+            "are IDX files such as MNIST's"
+        )
+    return kind or "image"
 
 
 def _read_image(path, Image):

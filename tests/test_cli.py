@@ -5,6 +5,7 @@ files need Pillow (the ``pil_image`` fixture) and are skipped without it, the re
 and ``.npy`` inputs.
 """
 
+import gzip
 import json
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def _assert_fails_cleanly(capsys, *args):
     assert run(*args) == 1, args
     err = capsys.readouterr().err
     assert f"skdae {args[0]}: error:" in err and "Traceback" not in err, (args, err)
+    return err
 
 
 def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
@@ -224,3 +226,47 @@ def test_python_m_skdae_help():
     assert result.returncode == 0, result.stderr
     for command in ("train", "compress", "decompress", "info"):
         assert command in result.stdout
+
+
+# --------------------------------------------------------------------------------------
+# IDX inputs: told apart from other files by content, raw or gzip-compressed
+# --------------------------------------------------------------------------------------
+
+
+def _idx_bytes(images):
+    header = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in images.shape)
+    return header + images.tobytes()
+
+
+def test_idx_inputs_raw_or_gzip_whatever_their_name(models, mnist, tmp_path):
+    data = _idx_bytes(mnist["images"][:10])
+    (tmp_path / "raw-images").write_bytes(data)
+    (tmp_path / "images.dat").write_bytes(gzip.compress(data))
+    archive = tmp_path / "a.skc"
+    inputs = [tmp_path / "raw-images", tmp_path / "images.dat"]
+    assert run("compress", models["pca"], *inputs, "-o", archive, "-q") == 0
+    codec = load(models["pca"])
+    twice = np.concatenate([mnist["images"][:10]] * 2) / np.float32(255)
+    assert archive.read_bytes() == codec.compress(twice)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x1f\x8b not really gzip", "corrupt or truncated gzip data"),
+        (gzip.compress(b"\x93NUMPY not IDX"), "gzip-compressed, but not an IDX file"),
+        (b"\x00\x00\x99\x03\x00\x00\x00\x01", "not an IDX file: magic 0x00009903"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c\x00\x00\x00\x1c\x00", "truncated"),
+        ("cut gzip", "corrupt or truncated gzip data"),
+    ],
+    ids=["bad-gzip", "gzip-not-idx", "bad-magic", "truncated", "cut-gzip"],
+)
+def test_bad_idx_inputs_are_explained(models, mnist, tmp_path, capsys, content, message):
+    if content == "cut gzip":  # a valid IDX file whose gzip stream stops half-way
+        content = gzip.compress(_idx_bytes(mnist["images"][:10]))
+        content = content[: len(content) // 2]
+    path = tmp_path / "input"
+    path.write_bytes(content)
+    err = _assert_fails_cleanly(capsys, "compress", models["pca"], path, "-o", tmp_path / "x")
+    # the error names the file and says what is wrong with it
+    assert f"{path}: " in err and message in err, err
