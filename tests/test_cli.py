@@ -229,6 +229,76 @@ def test_python_m_skdae_help():
 
 
 # --------------------------------------------------------------------------------------
+# Progress lines
+# --------------------------------------------------------------------------------------
+
+
+def _progress_lines(err, label):
+    return [line for line in err.splitlines() if line.startswith(f"{label}: ")]
+
+
+@pytest.mark.parametrize(
+    "total, updates, expected",
+    [
+        (40, [1] * 40, []),  # short job: the closing line only
+        (2500, [1] * 2500, ["1000/2500", "2000/2500"]),  # at least 1,000 items apart
+        (20_000, [1] * 20_000, [f"{k}/20000" for k in range(2000, 20_000, 2000)]),  # ~10
+        (2500, [999, 2, 1498, 1], ["1001/2500", "2499/2500"]),  # batches crossing a step
+    ],
+)
+def test_progress_lines(capsys, total, updates, expected):
+    from skdae._codec_cli import _ProgressLines
+
+    progress_lines = _ProgressLines("counting", total)
+    for n in updates:
+        progress_lines.update(n)
+    progress_lines.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" not in err
+    lines = _progress_lines(err, "counting")
+    assert [line.removeprefix("counting: ") for line in lines[:-1]] == expected
+    assert lines[-1].startswith(f"counting: {total}/{total} done in ") and lines[-1].endswith(" s")
+    assert len(lines) == len(err.splitlines())
+
+
+@pytest.mark.parametrize("enabled, total", [(False, 5000), (True, 0)])
+def test_progress_lines_silent(capsys, enabled, total):
+    from skdae._codec_cli import _ProgressLines
+
+    progress_lines = _ProgressLines("counting", total, enabled=enabled)
+    for _ in range(total):
+        progress_lines.update()
+    progress_lines.close()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_cli_progress_on_stderr_and_quiet(models, pngs, tmp_path, capsys, monkeypatch):
+    from skdae import _codec_cli
+
+    # 40 images: with a step of 10 there are lines at 10, 20 and 30, then the closing one.
+    monkeypatch.setattr(_codec_cli, "_PROGRESS_MIN_STEP", 10)
+    archive, out = tmp_path / "a.skc", tmp_path / "decoded"
+    assert run("compress", models["pca"], pngs, "-o", archive) == 0
+    captured = capsys.readouterr()
+    lines = _progress_lines(captured.err, "reading images")
+    assert lines[:3] == [f"reading images: {k}/{N_IMAGES}" for k in (10, 20, 30)]
+    assert lines[3].startswith(f"reading images: {N_IMAGES}/{N_IMAGES} done in ")
+    assert len(lines) == 4 and "reading images" not in captured.out
+    assert "bits/pixel" in captured.out  # the summary goes to stdout
+
+    assert run("decompress", models["pca"], archive, "-o", out) == 0
+    lines = _progress_lines(capsys.readouterr().err, "writing PNG files")
+    assert [line.split(" done in ")[0] for line in lines] == [
+        *(f"writing PNG files: {k}/{N_IMAGES}" for k in (10, 20, 30)),
+        f"writing PNG files: {N_IMAGES}/{N_IMAGES}",
+    ]
+
+    assert run("compress", models["pca"], pngs, "-o", archive, "--quiet") == 0
+    assert run("decompress", models["pca"], archive, "-o", out, "-q") == 0
+    assert capsys.readouterr() == ("", "")
+
+
+# --------------------------------------------------------------------------------------
 # IDX inputs: told apart from other files by content, raw or gzip-compressed
 # --------------------------------------------------------------------------------------
 
