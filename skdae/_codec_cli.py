@@ -53,52 +53,48 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 # --------------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A one-line progress bar on stderr.
+# Progress lines are at least this many items apart, and about ten per job at the most:
+# a big folder gets a few lines, a small one only the closing line.
+_PROGRESS_MIN_STEP = 1000
 
-    When stderr is not a terminal (a log file), it prints a line per 10 % for long jobs
-    and only the closing line for short ones.
+
+class _ProgressLines:
+    """Progress as plain lines on stderr: ``label: done/total``.
+
+    A line each time another ``max(_PROGRESS_MIN_STEP, total / 10)`` items are done, and a
+    closing line with the time taken. Lines rather than a bar redrawn with ``\\r``: they
+    read the same in a terminal, a log file and a CI log, and need no extra dependency.
+
+    Parameters
+    ----------
+    label : str
+        What is being counted, such as ``"reading images"``.
+    total : int
+        Number of items expected.
+    enabled : bool, default=True
+        False prints nothing (``--quiet``); nothing is printed for ``total == 0`` either.
     """
 
     def __init__(self, label, total, enabled=True):
         self.label, self.total, self.done = label, total, 0
         self.enabled = enabled and total > 0
-        self.tty = sys.stderr.isatty()
-        self.lines = total >= 1000
-        self.start = self.last = time.perf_counter()
-        self.next_tenth = 1
+        self.step = max(_PROGRESS_MIN_STEP, -(-total // 10))
+        self.start = time.perf_counter()
 
     def update(self, n=1):
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.tty and (now - self.last > 0.1 or self.done >= self.total):
-            percent = 100 * self.done // self.total
-            bar = "#" * (percent // 5)
-            print(
-                f"\r{self.label}: [{bar:<20}] {self.done}/{self.total}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.last = now
-        elif not self.tty and self.lines and self.done * 10 >= self.next_tenth * self.total:
-            while self.done * 10 >= self.next_tenth * self.total:
-                self.next_tenth += 1
-            if self.done < self.total:
-                print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+        """Count ``n`` more items done; print a line if a step boundary was crossed."""
+        before, self.done = self.done, self.done + n
+        if self.enabled and self.done < self.total and self.done // self.step > before // self.step:
+            self._print(f"{self.done}/{self.total}")
 
     def close(self):
+        """Print the closing line (the count and the time taken)."""
         if self.enabled:
             elapsed = time.perf_counter() - self.start
-            prefix = "\r" if self.tty else ""
-            print(
-                f"{prefix}{self.label}: {self.done}/{self.total} done in {elapsed:.1f} s"
-                + " " * 20 * self.tty,
-                file=sys.stderr,
-                flush=True,
-            )
+            self._print(f"{self.done}/{self.total} done in {elapsed:.1f} s")
+
+    def _print(self, text):
+        print(f"{self.label}: {text}", file=sys.stderr, flush=True)
 
 
 def _say(args, message):
@@ -137,22 +133,26 @@ def _expand(paths):
         elif not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file or folder")
         else:
-            items.append((_sniff(path), path))
+            items.append((_input_kind(path), path))
     return items
 
 
-def _sniff(path):
+def _input_kind(path):
+    """``"npy"``, ``"image"`` or ``"idx"`` for a file: from its extension, else its content."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
         return "npy"
     if ext in _IMAGE_EXTENSIONS:
         return "image"
-    with open(path, "rb") as f:
-        head = f.read(2)
-    # IDX starts with two zero bytes; MNIST is usually distributed gzip-compressed.
-    if head in (b"\x00\x00", b"\x1f\x8b"):
-        return "idx"
-    return "image"
+    from .datasets import _sniff_idx
+
+    kind = _sniff_idx(path)
+    if kind == "gzip":
+        raise ValueError(
+            f"{path}: gzip-compressed, but not an IDX file; the only compressed inputs read "
+            "are IDX files such as MNIST's"
+        )
+    return kind or "image"
 
 
 def _read_image(path, Image):
@@ -240,7 +240,7 @@ def read_samples(paths, *, limit=None, expect_shape=None, expect_mode=None, prog
     n_images = sum(kind == "image" for kind, _ in items)
     if limit is not None:
         n_images = min(n_images, limit)
-    bar = _Progress("reading images", n_images, enabled=progress)
+    progress_lines = _ProgressLines("reading images", n_images, enabled=progress)
     chunks, mode, n_read = [], expect_mode, 0
     origin = "the model's input" if expect_shape is not None else "the first input's"
     Image = _pillow() if n_images else None
@@ -250,7 +250,7 @@ def read_samples(paths, *, limit=None, expect_shape=None, expect_mode=None, prog
         if kind == "image":
             array, item_mode = _read_image(path, Image)
             array = array[None]
-            bar.update()
+            progress_lines.update()
         else:
             array, item_mode = _read_array(kind, path)
             if limit is not None:
@@ -269,7 +269,7 @@ def read_samples(paths, *, limit=None, expect_shape=None, expect_mode=None, prog
             raise ValueError(f"{path}: image mode {item_mode}, expected {mode}")
         chunks.append(_to_float(array, path))
         n_read += len(array)
-    bar.close()
+    progress_lines.close()
     if n_read == 0:
         raise ValueError("no samples to read")
     return np.concatenate(chunks), mode
@@ -292,11 +292,6 @@ def _load_codec(path):
         )
     cli = metadata.get(_METADATA_KEY)
     return codec, cli if isinstance(cli, dict) else {}
-
-
-def _psnr(X, Y):
-    mse = float(np.mean((np.clip(Y, 0, 1) - X) ** 2, dtype=np.float64))
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
 def _build_model(args, n_features):
@@ -356,15 +351,17 @@ def cmd_train(args):
     }
     save(codec, args.output, metadata=metadata)
     if not args.quiet:
+        from ._metrics import psnr
         from .codec import archive_info
 
         sample = X[:_REPORT_SAMPLES]
         data = codec.compress(sample)
         rate = archive_info(data).bits_per_pixel
-        psnr = _psnr(sample, codec.decompress(data))
+        # Clipped as the decoded PNG files are.
+        db = psnr(sample, np.clip(codec.decompress(data), 0, 1))
         print(
             f"wrote {args.output} ({os.path.getsize(args.output)} bytes); on {len(sample)} "
-            f"training samples: {rate:.3f} bits/pixel, PSNR {psnr:.2f} dB "
+            f"training samples: {rate:.3f} bits/pixel, PSNR {db:.2f} dB "
             f"(n_bits={codec.n_bits}, coder={codec.coder})"
         )
     return 0
@@ -424,11 +421,11 @@ def cmd_decompress(args):
         pixels = pixels[..., 0]
     os.makedirs(args.output, exist_ok=True)
     width = max(6, len(str(len(pixels) - 1)))
-    bar = _Progress("writing PNG files", len(pixels), enabled=not args.quiet)
+    progress_lines = _ProgressLines("writing PNG files", len(pixels), enabled=not args.quiet)
     for i, image in enumerate(pixels):
         Image.fromarray(image).save(os.path.join(args.output, f"{i:0{width}d}.png"))
-        bar.update()
-    bar.close()
+        progress_lines.update()
+    progress_lines.close()
     return 0
 
 

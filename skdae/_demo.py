@@ -59,19 +59,12 @@ def _load(args):
     return X[:-n_test], X[-n_test:], (8, 8), "8x8 digits (scikit-learn)"
 
 
-def _errors(X, X_rec):
-    """Squared error per image (summed over pixels) and PSNR in dB (peak 1.0)."""
-    diff = X_rec.astype(np.float64) - X
-    per_image = np.einsum("ij,ij->i", diff, diff)
-    mse = per_image.sum() / X.size
-    return per_image.mean(), 10 * np.log10(1.0 / mse)
-
-
 def run(args):
     """Run the demo; return the exit code."""
     from sklearn.decomposition import PCA
 
     from . import RBMStackAutoencoder
+    from ._metrics import per_sample_squared_error, psnr
     from ._png import image_grid, write_png_gray
 
     X_train, X_test, shape, name = _load(args)
@@ -116,8 +109,8 @@ def run(args):
     print(f"| {'model':<30} | {'code':>4} | {'error':>7} | {'PSNR dB':>7} | {'fit s':>7} |")
     print(f"|{'-' * 32}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
     for label, rec, fit_time in rows:
-        err, psnr = _errors(X_test, rec)
-        print(f"| {label:<30} | {code:>4} | {err:>7.3f} | {psnr:>7.2f} | {fit_time:>7} |")
+        error, db = per_sample_squared_error(X_test, rec).mean(), psnr(X_test, rec)
+        print(f"| {label:<30} | {code:>4} | {error:>7.3f} | {db:>7.2f} | {fit_time:>7} |")
 
     n_show = min(10, X_test.shape[0])
     grid = image_grid([X_test[:n_show], ae_rec[:n_show], pca_rec[:n_show]], shape)

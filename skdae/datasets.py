@@ -5,6 +5,7 @@ checked against the sha256 checksums of the original distribution, and only fetc
 OpenML when the files are not there. :func:`load_idx` reads any IDX file on its own.
 """
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -46,6 +47,11 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Every IDX magic number starts with two zero bytes (then the type code and ndim), and
+# gzip data with 0x1f8b: the first two bytes tell raw IDX, gzip and anything else apart.
+_IDX_SIGNATURE = b"\x00\x00"
 
 # Decompressed data is read in chunks of this size so that memory follows the bytes the
 # file really holds, not the sizes its (untrusted) header claims.
@@ -168,27 +174,76 @@ def _parse_idx_stream(stream, name):
     return array, magic, digest.hexdigest()
 
 
-def _parse_idx(path):
-    """Read an IDX file, gzip-compressed or raw; return ``(array, magic, sha256)``.
+@contextlib.contextmanager
+def _open_decompressed(path):
+    """Open a file for reading, decompressing it when it is gzip-compressed.
 
-    The compression is sniffed from the content, not the file name: the two-byte gzip
-    signature 0x1f8b cannot start an IDX file, whose magic begins with two zero bytes.
+    The compression is sniffed from the content (the gzip signature 0x1f8b), not the file
+    name. Corrupt or truncated gzip data met while the block reads the stream is reported
+    as a ``ValueError`` naming the file, like the other format errors, so that callers
+    can tell bad content from a missing or unreadable file (``OSError``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Yields
+    ------
+    stream : binary file object
+        The (decompressed) content, from its first byte.
+    compressed : bool
+        Whether the file is gzip-compressed.
     """
-    name = os.fspath(path)
     with open(path, "rb") as raw:
-        is_gzip = raw.read(2) == b"\x1f\x8b"
+        compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
-        if not is_gzip:
-            return _parse_idx_stream(raw, name)
+        if not compressed:
+            yield raw, False
+            return
         try:
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                return _parse_idx_stream(stream, name)
+                yield stream, True
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            # BadGzipFile is an OSError; report it as bad content like the other
-            # format errors so callers can tell it from a missing or unreadable file.
+            # BadGzipFile is an OSError: without this it would pass for an I/O failure.
             raise ValueError(
-                f"{name}: corrupt or truncated gzip data ({type(exc).__name__}: {exc})"
+                f"{os.fspath(path)}: corrupt or truncated gzip data ({type(exc).__name__}: {exc})"
             ) from None
+
+
+def _sniff_idx(path):
+    """Tell an IDX file, raw or gzip-compressed, from other formats by its first bytes.
+
+    Only the signature is checked; :func:`load_idx` validates the rest of the header and
+    explains what is wrong with it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    kind : {"idx", "gzip"} or None
+        ``"idx"`` when the (decompressed) content starts like an IDX file, ``"gzip"`` for
+        other gzip-compressed content, None for anything else.
+
+    Raises
+    ------
+    ValueError
+        If the file is gzip-compressed and its start cannot be decompressed.
+    """
+    with _open_decompressed(path) as (stream, compressed):
+        head = stream.read(len(_IDX_SIGNATURE))
+    if head == _IDX_SIGNATURE:
+        return "idx"
+    return "gzip" if compressed else None
+
+
+def _parse_idx(path):
+    """Read an IDX file, gzip-compressed or raw; return ``(array, magic, sha256)``."""
+    with _open_decompressed(path) as (stream, _):
+        return _parse_idx_stream(stream, os.fspath(path))
 
 
 def load_idx(path):

@@ -46,3 +46,9 @@ def interrupt_kernel(monkeypatch):
         monkeypatch.setattr(module, name, interrupted)
 
     return install
+
+
+@pytest.fixture(scope="session")
+def pil_image():
+    """Pillow's ``PIL.Image`` module; skips the test when Pillow is not installed."""
+    return pytest.importorskip("PIL.Image", reason="Pillow is not installed")

@@ -1,10 +1,11 @@
 """The command-line codec end to end: train, compress, decompress, info, and exit codes.
 
 Commands run in-process through :func:`skdae.cli.main`; tests that read or write image
-files need Pillow and are skipped without it, the rest use IDX and ``.npy`` inputs.
+files need Pillow (the ``pil_image`` fixture) and are skipped without it, the rest use IDX
+and ``.npy`` inputs.
 """
 
-import importlib.util
+import gzip
 import json
 import subprocess
 import sys
@@ -20,10 +21,6 @@ from skdae.codec import archive_info
 N_TRAIN = 300
 N_IMAGES = 40
 TINY_AE = ["--hidden-layer-sizes", "32,8", "--pretrain-epochs", "2", "--epochs", "3"]
-
-needs_pillow = pytest.mark.skipif(
-    importlib.util.find_spec("PIL") is None, reason="Pillow is not installed"
-)
 
 
 def run(*args):
@@ -55,13 +52,11 @@ def models(tmp_path_factory, mnist):
 
 
 @pytest.fixture(scope="module")
-def pngs(tmp_path_factory, mnist):
+def pngs(tmp_path_factory, mnist, pil_image):
     """A folder of PNG digits (the first test images)."""
-    from PIL import Image
-
     folder = tmp_path_factory.mktemp("pngs")
     for i, image in enumerate(mnist["images"]):
-        Image.fromarray(image).save(folder / f"digit{i:03d}.png")
+        pil_image.fromarray(image).save(folder / f"digit{i:03d}.png")
     return folder
 
 
@@ -86,11 +81,8 @@ def test_end_to_end_idx_to_npy(models, mnist, model, tmp_path, capsys):
     np.testing.assert_array_equal(np.load(out), expected)
 
 
-@needs_pillow
 @pytest.mark.parametrize("model", ["pca", "ae"])
-def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path):
-    from PIL import Image
-
+def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path, pil_image):
     archive = tmp_path / "digits.skc"
     assert run("compress", models[model], pngs, "-o", archive, "-q") == 0
     _, expected = _expected(models[model], mnist["images"])
@@ -99,11 +91,10 @@ def test_end_to_end_png_folder(models, mnist, pngs, model, tmp_path):
     files = sorted(out.iterdir())
     assert [f.name for f in files[:2]] == ["000000.png", "000001.png"]
     assert len(files) == N_IMAGES
-    decoded = np.stack([np.asarray(Image.open(f)) for f in files])
+    decoded = np.stack([np.asarray(pil_image.open(f)) for f in files])
     np.testing.assert_array_equal(decoded, np.rint(np.clip(expected, 0, 1) * 255))
 
 
-@needs_pillow
 def test_train_on_png_folder(pngs, tmp_path):
     model = tmp_path / "m.skdae"
     assert run("train", pngs, "--model", "pca", "--n-components", 5, "-o", model, "-q") == 0
@@ -149,6 +140,7 @@ def _assert_fails_cleanly(capsys, *args):
     assert run(*args) == 1, args
     err = capsys.readouterr().err
     assert f"skdae {args[0]}: error:" in err and "Traceback" not in err, (args, err)
+    return err
 
 
 def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
@@ -184,13 +176,10 @@ def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
     assert not out.exists()
 
 
-@needs_pillow
-def test_wrong_images_exit_1(models, tmp_path, capsys):
-    from PIL import Image
-
-    Image.new("L", (32, 32)).save(tmp_path / "big.png")
-    Image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
-    Image.new("I;16", (28, 28)).save(tmp_path / "deep.png")
+def test_wrong_images_exit_1(models, tmp_path, capsys, pil_image):
+    pil_image.new("L", (32, 32)).save(tmp_path / "big.png")
+    pil_image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
+    pil_image.new("I;16", (28, 28)).save(tmp_path / "deep.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     for name in ("big.png", "rgb.png", "deep.png", "broken.png"):
         _assert_fails_cleanly(capsys, "compress", models["pca"], tmp_path / name, "-o",
@@ -237,3 +226,117 @@ def test_python_m_skdae_help():
     assert result.returncode == 0, result.stderr
     for command in ("train", "compress", "decompress", "info"):
         assert command in result.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Progress lines
+# --------------------------------------------------------------------------------------
+
+
+def _progress_lines(err, label):
+    return [line for line in err.splitlines() if line.startswith(f"{label}: ")]
+
+
+@pytest.mark.parametrize(
+    "total, updates, expected",
+    [
+        (40, [1] * 40, []),  # short job: the closing line only
+        (2500, [1] * 2500, ["1000/2500", "2000/2500"]),  # at least 1,000 items apart
+        (20_000, [1] * 20_000, [f"{k}/20000" for k in range(2000, 20_000, 2000)]),  # ~10
+        (2500, [999, 2, 1498, 1], ["1001/2500", "2499/2500"]),  # batches crossing a step
+    ],
+)
+def test_progress_lines(capsys, total, updates, expected):
+    from skdae._codec_cli import _ProgressLines
+
+    progress_lines = _ProgressLines("counting", total)
+    for n in updates:
+        progress_lines.update(n)
+    progress_lines.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" not in err
+    lines = _progress_lines(err, "counting")
+    assert [line.removeprefix("counting: ") for line in lines[:-1]] == expected
+    assert lines[-1].startswith(f"counting: {total}/{total} done in ") and lines[-1].endswith(" s")
+    assert len(lines) == len(err.splitlines())
+
+
+@pytest.mark.parametrize("enabled, total", [(False, 5000), (True, 0)])
+def test_progress_lines_silent(capsys, enabled, total):
+    from skdae._codec_cli import _ProgressLines
+
+    progress_lines = _ProgressLines("counting", total, enabled=enabled)
+    for _ in range(total):
+        progress_lines.update()
+    progress_lines.close()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_cli_progress_on_stderr_and_quiet(models, pngs, tmp_path, capsys, monkeypatch):
+    from skdae import _codec_cli
+
+    # 40 images: with a step of 10 there are lines at 10, 20 and 30, then the closing one.
+    monkeypatch.setattr(_codec_cli, "_PROGRESS_MIN_STEP", 10)
+    archive, out = tmp_path / "a.skc", tmp_path / "decoded"
+    assert run("compress", models["pca"], pngs, "-o", archive) == 0
+    captured = capsys.readouterr()
+    lines = _progress_lines(captured.err, "reading images")
+    assert lines[:3] == [f"reading images: {k}/{N_IMAGES}" for k in (10, 20, 30)]
+    assert lines[3].startswith(f"reading images: {N_IMAGES}/{N_IMAGES} done in ")
+    assert len(lines) == 4 and "reading images" not in captured.out
+    assert "bits/pixel" in captured.out  # the summary goes to stdout
+
+    assert run("decompress", models["pca"], archive, "-o", out) == 0
+    lines = _progress_lines(capsys.readouterr().err, "writing PNG files")
+    assert [line.split(" done in ")[0] for line in lines] == [
+        *(f"writing PNG files: {k}/{N_IMAGES}" for k in (10, 20, 30)),
+        f"writing PNG files: {N_IMAGES}/{N_IMAGES}",
+    ]
+
+    assert run("compress", models["pca"], pngs, "-o", archive, "--quiet") == 0
+    assert run("decompress", models["pca"], archive, "-o", out, "-q") == 0
+    assert capsys.readouterr() == ("", "")
+
+
+# --------------------------------------------------------------------------------------
+# IDX inputs: told apart from other files by content, raw or gzip-compressed
+# --------------------------------------------------------------------------------------
+
+
+def _idx_bytes(images):
+    header = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in images.shape)
+    return header + images.tobytes()
+
+
+def test_idx_inputs_raw_or_gzip_whatever_their_name(models, mnist, tmp_path):
+    data = _idx_bytes(mnist["images"][:10])
+    (tmp_path / "raw-images").write_bytes(data)
+    (tmp_path / "images.dat").write_bytes(gzip.compress(data))
+    archive = tmp_path / "a.skc"
+    inputs = [tmp_path / "raw-images", tmp_path / "images.dat"]
+    assert run("compress", models["pca"], *inputs, "-o", archive, "-q") == 0
+    codec = load(models["pca"])
+    twice = np.concatenate([mnist["images"][:10]] * 2) / np.float32(255)
+    assert archive.read_bytes() == codec.compress(twice)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x1f\x8b not really gzip", "corrupt or truncated gzip data"),
+        (gzip.compress(b"\x93NUMPY not IDX"), "gzip-compressed, but not an IDX file"),
+        (b"\x00\x00\x99\x03\x00\x00\x00\x01", "not an IDX file: magic 0x00009903"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c\x00\x00\x00\x1c\x00", "truncated"),
+        ("cut gzip", "corrupt or truncated gzip data"),
+    ],
+    ids=["bad-gzip", "gzip-not-idx", "bad-magic", "truncated", "cut-gzip"],
+)
+def test_bad_idx_inputs_are_explained(models, mnist, tmp_path, capsys, content, message):
+    if content == "cut gzip":  # a valid IDX file whose gzip stream stops half-way
+        content = gzip.compress(_idx_bytes(mnist["images"][:10]))
+        content = content[: len(content) // 2]
+    path = tmp_path / "input"
+    path.write_bytes(content)
+    err = _assert_fails_cleanly(capsys, "compress", models["pca"], path, "-o", tmp_path / "x")
+    # the error names the file and says what is wrong with it
+    assert f"{path}: " in err and message in err, err
