@@ -247,7 +247,7 @@ def _progress_lines(err, label):
     ],
 )
 def test_progress_lines(capsys, total, updates, expected):
-    from skdae._codec_cli import _ProgressLines
+    from skdae._cli_io import _ProgressLines
 
     progress_lines = _ProgressLines("counting", total)
     for n in updates:
@@ -263,7 +263,7 @@ def test_progress_lines(capsys, total, updates, expected):
 
 @pytest.mark.parametrize("enabled, total", [(False, 5000), (True, 0)])
 def test_progress_lines_silent(capsys, enabled, total):
-    from skdae._codec_cli import _ProgressLines
+    from skdae._cli_io import _ProgressLines
 
     progress_lines = _ProgressLines("counting", total, enabled=enabled)
     for _ in range(total):
@@ -273,10 +273,10 @@ def test_progress_lines_silent(capsys, enabled, total):
 
 
 def test_cli_progress_on_stderr_and_quiet(models, pngs, tmp_path, capsys, monkeypatch):
-    from skdae import _codec_cli
+    from skdae import _cli_io
 
     # 40 images: with a step of 10 there are lines at 10, 20 and 30, then the closing one.
-    monkeypatch.setattr(_codec_cli, "_PROGRESS_MIN_STEP", 10)
+    monkeypatch.setattr(_cli_io, "_PROGRESS_MIN_STEP", 10)
     archive, out = tmp_path / "a.skc", tmp_path / "decoded"
     assert run("compress", models["pca"], pngs, "-o", archive) == 0
     captured = capsys.readouterr()
