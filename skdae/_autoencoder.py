@@ -105,10 +105,12 @@ class RBMStackAutoencoder(
         Hold out ``validation_fraction`` of the training data, stop when its
         reconstruction error stops improving, and keep the best weights.
     validation_fraction : float, default=0.1
+        Fraction of the training data held out for ``early_stopping``.
     n_iter_no_change : int, default=10
         Epochs without an improvement of more than ``tol`` (of the training loss, or the
         validation error with ``early_stopping``) before training stops.
     tol : float, default=1e-4
+        Smallest improvement of the loss (or validation score) that counts.
     batch_size : int, default=100
         Examples per minibatch, for pretraining and fine-tuning.
     n_jobs : int, default=None
@@ -120,20 +122,6 @@ class RBMStackAutoencoder(
         Seeds initialisation, shuffling, Gibbs sampling and the validation split.
     verbose : int, default=0
         Print progress: loss and time of every epoch of every phase.
-
-    Notes
-    -----
-    **Interrupting.** A Ctrl-C during ``fit`` or ``partial_fit`` lets the epoch in
-    progress finish (a kernel cannot stop halfway), counts it, and ends training with a
-    warning: ``n_iter_``, ``t_`` and the curves then describe exactly the weights kept. A
-    second Ctrl-C, or a ``KeyboardInterrupt`` raised another way, rolls the epoch in
-    progress back instead. Interrupted pretraining skips fine-tuning; the layers above
-    the interrupted RBM keep their random initial weights.
-
-    **Randomness.** Each epoch draws from its own stream, derived from ``random_state``
-    and the epoch's position: ``fit`` with ``max_iter=k`` gives exactly the first ``k``
-    epochs of a longer fit, and ``partial_fit`` after ``fit`` continues where ``fit``
-    stopped.
 
     Attributes
     ----------
@@ -170,8 +158,22 @@ class RBMStackAutoencoder(
 
     See Also
     --------
-    RBM : one layer of the stack.
-    sklearn.decomposition.PCA : the linear baseline at the same code size.
+    RBM : One layer of the stack.
+    sklearn.decomposition.PCA : The linear baseline at the same code size.
+
+    Notes
+    -----
+    **Interrupting.** A Ctrl-C during ``fit`` or ``partial_fit`` lets the epoch in
+    progress finish (a kernel cannot stop halfway), counts it, and ends training with a
+    warning: ``n_iter_``, ``t_`` and the curves then describe exactly the weights kept. A
+    second Ctrl-C, or a ``KeyboardInterrupt`` raised another way, rolls the epoch in
+    progress back instead. Interrupted pretraining skips fine-tuning; the layers above
+    the interrupted RBM keep their random initial weights.
+
+    **Randomness.** Each epoch draws from its own stream, derived from ``random_state``
+    and the epoch's position: ``fit`` with ``max_iter=k`` gives exactly the first ``k``
+    epochs of a longer fit, and ``partial_fit`` after ``fit`` continues where ``fit``
+    stopped.
 
     References
     ----------

@@ -78,15 +78,6 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     verbose : int, default=0
         Print the reconstruction error and time of every epoch.
 
-    Notes
-    -----
-    A Ctrl-C during ``fit`` lets the epoch in progress finish, counts it, and stops with
-    a warning; a second Ctrl-C (or a ``KeyboardInterrupt`` raised another way) rolls the
-    epoch in progress back. ``n_iter_`` always counts the epochs the weights went
-    through. Each epoch draws from its own random stream, derived from ``random_state``
-    and the epoch's index, so ``fit`` with ``max_iter=k`` gives exactly the first ``k``
-    epochs of a longer fit, and ``partial_fit`` continues them.
-
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features)
@@ -110,8 +101,17 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     See Also
     --------
-    RBMStackAutoencoder : a deep autoencoder pretrained as a stack of these.
-    sklearn.neural_network.BernoulliRBM : scikit-learn's Bernoulli-only RBM.
+    RBMStackAutoencoder : A deep autoencoder pretrained as a stack of these.
+    sklearn.neural_network.BernoulliRBM : Scikit-learn's Bernoulli-only RBM.
+
+    Notes
+    -----
+    A Ctrl-C during ``fit`` lets the epoch in progress finish, counts it, and stops with
+    a warning; a second Ctrl-C (or a ``KeyboardInterrupt`` raised another way) rolls the
+    epoch in progress back. ``n_iter_`` always counts the epochs the weights went
+    through. Each epoch draws from its own random stream, derived from ``random_state``
+    and the epoch's index, so ``fit`` with ``max_iter=k`` gives exactly the first ``k``
+    epochs of a longer fit, and ``partial_fit`` continues them.
 
     References
     ----------
