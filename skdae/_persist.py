@@ -31,6 +31,8 @@ import zipfile
 
 import numpy as np
 
+from ._state_checks import check_loaded_estimator
+
 __all__ = ["ALLOWED_CLASSES", "InvalidModelFileError", "load", "save"]
 
 FORMAT_NAME = "skdae-model"
@@ -268,6 +270,12 @@ class _Decoder:
                 setattr(estimator, key, value)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise InvalidModelFileError(f"{where}: cannot set {key}: {exc}") from None
+        # Nothing may compute with state that its class would misread (kernels index
+        # raw memory by these shapes).
+        try:
+            check_loaded_estimator(estimator)
+        except ValueError as exc:
+            raise InvalidModelFileError(f"{where} ({name}): {exc}") from None
         return estimator
 
 
