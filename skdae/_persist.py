@@ -27,6 +27,7 @@ import re
 import struct
 import sys
 import tempfile
+import tokenize
 import zipfile
 
 import numpy as np
@@ -426,6 +427,7 @@ _PARSE_ERRORS = (
     NotImplementedError,
     RuntimeError,  # encrypted members, and RecursionError from deeply nested JSON
     OSError,
+    tokenize.TokenError,  # numpy's fallback parser of a damaged .npy header
 )
 
 
