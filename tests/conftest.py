@@ -46,3 +46,23 @@ def interrupt_kernel(monkeypatch):
         monkeypatch.setattr(module, name, interrupted)
 
     return install
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 1797 8x8 digits scaled to [0, 1] (float64, 64 features).
+
+    Shared by many tests: never modify it in place.
+    """
+    from sklearn.datasets import load_digits
+
+    return load_digits().data / 16.0
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """Real-valued data well outside [0, 1]: 600 digits with an offset and a scale."""
+    from sklearn.datasets import load_digits
+
+    return 40.0 + 3.0 * load_digits().data[:600]
+
