@@ -11,6 +11,7 @@ all their fitted state, optimiser state included); the scikit-learn classes that
 files may hold are described here by the shapes their fitted arrays must have.
 """
 
+import math
 from functools import cache
 from numbers import Integral, Real
 
@@ -95,6 +96,17 @@ def _has_fitted_state(estimator):
     return any(k.endswith("_") and not k.startswith("__") for k in vars(estimator))
 
 
+def _is_finite_real(value):
+    """A real number (bool excluded) that is finite as a float: numpy converts the
+    parameters it computes with to floats, and an int beyond 1.8e308 cannot be one."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _is_count(value, minimum=1):
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
 
@@ -164,12 +176,9 @@ def _check_samples_seen(estimator):
     if isinstance(seen, np.ndarray):
         if seen.dtype.kind not in "iuf" or seen.shape != (estimator.n_features_in_,):
             _fail(estimator, f"n_samples_seen_ is an array of {seen.dtype} {seen.shape}")
-        values = seen
-    elif isinstance(seen, Real) and not isinstance(seen, bool):
-        values = np.asarray(seen)
-    else:
-        _fail(estimator, f"n_samples_seen_ is {_short(seen)}, not a count")
-    if not (np.isfinite(values).all() and (values >= 0).all()):
+        if not (np.isfinite(seen).all() and (seen >= 0).all()):
+            _fail(estimator, "n_samples_seen_ holds negative or non-finite counts")
+    elif not (_is_finite_real(seen) and seen >= 0):
         _fail(estimator, f"n_samples_seen_ is {_short(seen)}, not a count")
 
 
@@ -194,7 +203,7 @@ def _check_pca(pca):
         non_negative=("explained_variance_",),
     )
     noise = pca.noise_variance_
-    if not (isinstance(noise, Real) and not isinstance(noise, bool) and 0 <= noise < np.inf):
+    if not (_is_finite_real(noise) and noise >= 0):
         _fail(pca, f"noise_variance_ is {_short(noise)}, not a variance")
 
 
@@ -202,7 +211,7 @@ def _check_min_max_scaler(scaler):
     lo_hi = scaler.feature_range
     if not (
         len(lo_hi) == 2
-        and all(isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) for v in lo_hi)
+        and all(_is_finite_real(v) for v in lo_hi)
         and lo_hi[0] < lo_hi[1]
     ):
         raise ValueError(f"MinMaxScaler: feature_range {_short(lo_hi)} is not (min, max)")

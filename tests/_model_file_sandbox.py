@@ -72,7 +72,8 @@ def _use_transformer(report, model, X, prefix):
         learner = model.steps[-1][1]
         inputs = lambda: model[:-1].transform(X)  # noqa: E731
     # Only skdae's own score_samples: PCA's is the likelihood of a probabilistic model,
-    # not finite for some PCAs that scikit-learn fits itself (noise_variance_ = 0).
+    # not finite for some PCAs that scikit-learn fits itself (noise_variance_ = 0), and
+    # scikit-learn's to answer for.
     if type(learner).__module__.startswith("skdae."):
         _run(report, f"{prefix}score_samples",
              lambda: _check_output("score_samples", model.score_samples(X), n, 1))  # fmt: skip
