@@ -27,9 +27,12 @@ import re
 import struct
 import sys
 import tempfile
+import tokenize
 import zipfile
 
 import numpy as np
+
+from ._state_checks import check_loaded_estimator
 
 __all__ = ["ALLOWED_CLASSES", "InvalidModelFileError", "load", "save"]
 
@@ -360,12 +363,12 @@ class _Decoder:
                 setattr(estimator, key, value)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise InvalidModelFileError(f"{where}: cannot set {key}: {exc}") from None
-        if hasattr(estimator, "_check_fitted_state") and state:
-            try:
-                estimator._validate_params()
-                estimator._check_fitted_state(check_values=True)
-            except (TypeError, ValueError) as exc:
-                raise InvalidModelFileError(f"{where}: {exc}") from None
+        # Nothing may compute with state that its class would misread (kernels index
+        # raw memory by these shapes).
+        try:
+            check_loaded_estimator(estimator)
+        except ValueError as exc:
+            raise InvalidModelFileError(f"{where} ({name}): {exc}") from None
         return estimator
 
 
@@ -516,6 +519,7 @@ _PARSE_ERRORS = (
     NotImplementedError,
     RuntimeError,  # encrypted members, and RecursionError from deeply nested JSON
     OSError,
+    tokenize.TokenError,  # numpy's fallback parser of a damaged .npy header
 )
 
 

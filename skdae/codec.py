@@ -42,6 +42,8 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._state_checks import n_features_out
+
 __all__ = [
     "ArchiveInfo",
     "Codec",
@@ -68,6 +70,12 @@ _RATIO_SLACK = 1 << 10
 # Packing works on big-endian words, whose byte order is the MSB-first bit order.
 _WORD = {8: np.dtype(np.uint8), 16: np.dtype(">u2")}
 _LEVEL_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
+# What fit stores as code_dtype_ (np.dtype(...).str) for float32 and float64 codes.
+_CODE_DTYPES = {np.dtype(np.float32).str, np.dtype(np.float64).str}
+
+
+def _is_count(value):
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
 
 
 class CorruptArchiveError(ValueError):
@@ -317,6 +325,7 @@ class Codec(BaseEstimator):
         self : Codec
             Fitted codec.
         """
+        self._check_n_bits()
         X2, _ = self._flatten(X, check_features=False)
         codes = self._transform(X2)
         self.code_min_ = codes.min(axis=0).astype(np.float64)
@@ -332,31 +341,73 @@ class Codec(BaseEstimator):
         """Number of code units (length of ``code_min_``)."""
         return len(self.code_min_)
 
-    def _check_state(self):
-        """Check the fitted state (it may come from an untrusted model file)."""
-        check_is_fitted(self, ["code_min_", "code_max_", "code_dtype_", "n_features_in_"])
-        self._validate_params()
+    def _check_fitted_state(self):
+        """Refuse fitted state that does not fit together (it may come from a model file).
+
+        Checks the ranges (finite float64 arrays of one length, ``min <= max``), the code
+        dtype (float32 or float64, as a str), ``n_features_in_``, and that they agree with
+        the model: it is fitted, takes ``n_features_in_`` values and outputs as many code
+        units as there are ranges (where the model says so). An unfitted codec passes.
+
+        Raises
+        ------
+        ValueError
+            Naming the attribute at fault.
+        """
+        self._check_n_bits()
+        names = ["code_min_", "code_max_", "code_dtype_", "n_features_in_"]
+        present = [name for name in names if hasattr(self, name)]
+        if not present:
+            return
+        if len(present) != len(names):
+            self._state_error(f"missing {', '.join(sorted(set(names) - set(present)))}")
         lo, hi = self.code_min_, self.code_max_
-        ok = (
-            isinstance(lo, np.ndarray)
-            and isinstance(hi, np.ndarray)
-            and lo.ndim == 1
-            and lo.shape == hi.shape
-            and lo.size > 0
-            and lo.dtype == np.float64
-            and hi.dtype == np.float64
-            and np.all(np.isfinite(lo))
-            and np.all(np.isfinite(hi))
-            and np.all(lo <= hi)
-            and isinstance(self.n_features_in_, Integral)
-            and self.n_features_in_ > 0
+        for name, value in (("code_min_", lo), ("code_max_", hi)):
+            if not isinstance(value, np.ndarray) or value.dtype != np.float64:
+                self._state_error(f"{name} is not a float64 array")
+            if value.ndim != 1 or value.size == 0:
+                self._state_error(f"{name} has shape {value.shape}, not (n_units,)")
+            if not np.isfinite(value).all():
+                self._state_error(f"{name} holds non-finite values")
+        if lo.shape != hi.shape:
+            self._state_error(f"code_min_ {lo.shape} and code_max_ {hi.shape} differ in length")
+        with np.errstate(over="ignore"):
+            if not (np.isfinite(hi - lo).all() and (lo <= hi).all()):
+                self._state_error("code ranges are not finite intervals (min <= max)")
+        dtype = self.code_dtype_
+        if not isinstance(dtype, str) or dtype not in _CODE_DTYPES:
+            self._state_error(f"code_dtype_ is {dtype!r}, not float32 or float64")
+        n_features = self.n_features_in_
+        if not _is_count(n_features):
+            self._state_error(f"n_features_in_ is {n_features!r}, not a positive int")
+        if isinstance(self.model, BaseEstimator):
+            check_is_fitted(self.model)
+        model_in = getattr(self.model, "n_features_in_", None)
+        if _is_count(model_in) and model_in != n_features:
+            self._state_error(
+                f"n_features_in_={n_features} but the model takes {model_in} features"
+            )
+        model_out = n_features_out(self.model)
+        if model_out is not None and model_out != lo.size:
+            self._state_error(
+                f"{lo.size} code ranges but the model outputs {model_out} code units"
+            )
+
+    def _check_usable(self):
+        """Fitted, with valid parameters and consistent fitted state."""
+        check_is_fitted(self)
+        self._validate_params()
+        self._check_fitted_state()
+
+    def _check_n_bits(self):
+        # The parameter constraints take any Integral, and bool is one.
+        if isinstance(self.n_bits, bool):
+            raise ValueError(f"n_bits must be an int in [1, 16], got {self.n_bits!r}")
+
+    def _state_error(self, problem):
+        raise ValueError(
+            f"the codec's fitted state is inconsistent: {problem} (damaged model file?)"
         )
-        try:
-            ok = ok and np.dtype(self.code_dtype_).kind == "f"
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError("the codec's fitted state is inconsistent (damaged model file?)")
 
     def _flatten(self, X, check_features=True):
         """Return ``(X as (n, n_features), sample shape)``."""
@@ -402,7 +453,7 @@ class Codec(BaseEstimator):
         levels : ndarray of shape (n_samples, n_units), dtype uint8 or uint16
             Quantization bin of each value.
         """
-        check_is_fitted(self)
+        self._check_usable()
         codes = np.asarray(codes, dtype=np.float64)
         if codes.ndim != 2 or codes.shape[1] != self.n_units_:
             raise ValueError(f"expected codes of shape (n, {self.n_units_}), got {codes.shape}")
@@ -429,7 +480,7 @@ class Codec(BaseEstimator):
         codes : ndarray of shape (n_samples, n_units)
             Dequantized codes, to be passed to ``model.inverse_transform``.
         """
-        check_is_fitted(self)
+        self._check_usable()
         levels = np.asarray(levels)
         if levels.ndim != 2 or levels.shape[1] != self.n_units_:
             raise ValueError(f"expected levels of shape (n, {self.n_units_}), got {levels.shape}")
@@ -495,7 +546,7 @@ class Codec(BaseEstimator):
         data : bytes
             The archive; ``archive_info(data).bits_per_pixel`` gives its rate.
         """
-        self._check_state()
+        self._check_usable()
         X2, shape = self._flatten(X)
         if X2.shape[0] >= 1 << 32:
             raise ValueError("at most 2**32 - 1 samples fit in one archive")
@@ -533,7 +584,7 @@ class Codec(BaseEstimator):
         ModelMismatchError
             If the archive was made by a codec with another model, ranges or settings.
         """
-        self._check_state()
+        self._check_usable()
         info, payload = _parse(data)
         expected = self.fingerprint[: 2 * _FINGERPRINT_BYTES]
         if info.fingerprint != expected:

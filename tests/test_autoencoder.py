@@ -38,18 +38,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 HAS_PANDAS = importlib.util.find_spec("pandas") is not None
 
 
-@pytest.fixture(scope="module")
-def digits():
-    """8x8 digits scaled to [0, 1]."""
-    return load_digits().data / 16.0
-
-
-@pytest.fixture(scope="module")
-def real_data():
-    """Real-valued data well outside [0, 1]: digits with an offset and a scale."""
-    return 40.0 + 3.0 * load_digits().data[:600]
-
-
 def make_ae(**params):
     params = {
         "hidden_layer_sizes": (32, 4), "pretrain_epochs": 2, "max_iter": 5, "n_jobs": 1,
@@ -161,20 +149,36 @@ def test_small_autoencoder_beats_pca_on_held_out_digits(digits):
     assert err_ae < 0.8 * err_pca, (err_ae, err_pca)
 
 
-def test_loss_curve_decreases(digits):
-    ae = make_ae(hidden_layer_sizes=(32, 8), max_iter=30).fit(digits)
+def cross_entropy(X, probabilities):
+    """Mean per-sample cross-entropy of Bernoulli outputs, the fine-tuning loss."""
+    P = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1 - 1e-12)
+    return float(-(X * np.log(P) + (1 - X) * np.log1p(-P)).sum(1).mean())
+
+
+@pytest.mark.parametrize(
+    "solver, params, quality",
+    [
+        # Measured: squared error 0.57-0.61 of the mean image's (seeds 0-2).
+        ("adam", dict(max_iter=30), 0.7),
+        # Measured: 0.29-0.33; as good as PCA with the same 8 units (on training data).
+        ("sgd", dict(max_iter=20, learning_rate=0.1), 0.45),
+    ],
+    ids=["adam", "sgd"],
+)
+def test_loss_curve_records_the_training_loss_as_it_falls(digits, solver, params, quality):
+    ae = make_ae(hidden_layer_sizes=(32, 8), solver=solver, **params).fit(digits)
     curve = np.array(ae.loss_curve_)
-    assert len(curve) == ae.n_iter_ == 30
-    assert np.isfinite(curve).all()
-    assert curve[-1] < 0.9 * curve[0], curve
+    assert len(curve) == ae.n_iter_ == params["max_iter"]
+    # The curve is the fine-tuning objective itself: the last epoch's value (averaged
+    # while the weights still moved) is the cross-entropy of the final model.
+    recon = ae.inverse_transform(ae.transform(digits))
+    assert curve[-1] == pytest.approx(cross_entropy(digits, recon), rel=0.02)
     # Mostly monotone: adam with minibatches may wobble, but not by much.
     assert (np.diff(curve) < 0).mean() > 0.8, curve
     assert np.all(np.diff(curve) < 0.01 * curve[0]), curve
-
-
-def test_sgd_solver_learns(digits):
-    ae = make_ae(hidden_layer_sizes=(32, 8), solver="sgd", learning_rate=0.1, max_iter=20).fit(digits)
-    assert ae.loss_curve_[-1] < ae.loss_curve_[0]
+    # And it ends far below what the mean image achieves.
+    mean_image = np.broadcast_to(digits.mean(0), digits.shape)
+    assert squared_error(digits, recon) < quality * squared_error(digits, mean_image)
 
 
 def test_convergence_warning_when_max_iter_is_reached(digits):
@@ -198,7 +202,7 @@ def test_early_stopping_uses_validation_scores_and_stops(digits):
     assert ae.n_iter_ < 300  # stopped early
     scores = ae.validation_scores_
     assert len(scores) == ae.n_iter_ == len(ae.loss_curve_)
-    assert np.isfinite(scores).all() and max(scores) < 0
+    assert np.isfinite(scores).all()
     assert ae.best_validation_score_ == max(scores)
     # Training stopped n_iter_no_change epochs after the last real improvement.
     best_epoch = int(np.argmax(scores))
@@ -233,7 +237,10 @@ def test_partial_fit_builds_then_adds_one_epoch_per_call(digits):
         assert len(ae.loss_curve_) == call
         assert [len(c) for c in ae.pretrain_curves_] == [2, 2]  # no re-pretraining
         assert not np.array_equal(ae.coefs_[0], coefs_before[0])
-    assert ae.loss_curve_[-1] < ae.loss_curve_[0]
+    # n calls of partial_fit train as n epochs of fit do (only the shuffling differs):
+    # the losses agree to 0.03 % (measured), while each epoch lowers the loss by 0.5 %.
+    fitted = make_ae(batch_size=100, max_iter=4).fit(X)
+    assert_allclose(ae.loss_curve_, fitted.loss_curve_, rtol=2e-3)
 
 
 def test_partial_fit_continues_the_optimiser_state(digits):
@@ -493,44 +500,36 @@ def test_keyboard_interrupt_during_pretraining_skips_fine_tuning(digits, interru
 # ---------------------------------------------------------------- model selection
 
 
-def test_grid_search_over_autoencoder_and_pca_in_a_pipeline(digits):
+def test_model_selection_prefers_the_autoencoder_over_pca_at_equal_code_size():
+    """The README's use: raw pixels through MinMaxScaler, an autoencoder against PCA
+    with the same 4 code units, cross-validated in worker processes (the estimator is
+    cloned and pickled there). What is checked is the autoencoder's quality, measured
+    in pixel units on held-out folds."""
     X = load_digits().data  # raw 0..16 pixels: the pipeline's scaler maps them to [0, 1]
-    pipe = Pipeline([
-        ("scale", MinMaxScaler()),
-        ("reduce", make_ae(hidden_layer_sizes=(32, 4), pretrain_epochs=3, max_iter=20)),
-    ])
-    grid = [
-        {"reduce__hidden_layer_sizes": [(32, 4), (32, 8)]},
-        {"reduce": [PCA(4), PCA(8)]},
-    ]
-    search = GridSearchCV(pipe, grid, cv=2, n_jobs=2, scoring=neg_reconstruction_error).fit(X)
-
-    results = search.cv_results_
-    assert len(results["params"]) == 4
-    scores = np.asarray(results["mean_test_score"])
-    assert np.isfinite(scores).all() and (scores < 0).all()
-    by_code = {}
-    for params, score in zip(results["params"], scores):
-        if "reduce" in params:
-            by_code[("pca", params["reduce"].n_components)] = score
-        else:
-            by_code[("ae", params["reduce__hidden_layer_sizes"][-1])] = score
-    # More code units reconstruct better, for both families.
-    assert by_code[("ae", 8)] > by_code[("ae", 4)]
-    assert by_code[("pca", 8)] > by_code[("pca", 4)]
-    assert search.best_params_ in results["params"]
-    assert search.best_score_ == scores.max()
+    ae = make_ae(hidden_layer_sizes=(32, 4), pretrain_epochs=5, max_iter=60, learning_rate=1e-2,
+                 batch_size=50)  # fmt: skip
+    pipe = Pipeline([("scale", MinMaxScaler()), ("reduce", ae)])
+    search = GridSearchCV(pipe, {"reduce": [ae, PCA(4)]}, cv=2, n_jobs=2,
+                          scoring=neg_reconstruction_error).fit(X)  # fmt: skip
+    err_ae, err_pca = -search.cv_results_["mean_test_score"]
+    # Measured: 0.75-0.77 of PCA's held-out error (seeds 0-2).
+    assert err_ae < 0.88 * err_pca, (err_ae, err_pca)
     best = search.best_estimator_
-    assert best.transform(X[:5]).shape == (5, 8)
-    # The refit pipeline's reconstructions come back in pixel units.
-    assert_allclose(-neg_reconstruction_error(best, X), -search.best_score_, rtol=0.5)
+    assert isinstance(best.named_steps["reduce"], RBMStackAutoencoder)
+    # Reconstructions come back in pixel units, not in the scaler's [0, 1].
+    assert -neg_reconstruction_error(best, X) < 0.88 * err_pca
 
 
-def test_grid_search_with_the_estimators_own_score(digits):
-    """Without a scorer, GridSearchCV uses score: negative reconstruction error."""
-    search = GridSearchCV(make_ae(max_iter=10), {"hidden_layer_sizes": [(32, 2), (32, 8)]}, cv=2)
-    search.fit(digits)
-    assert search.best_params_ == {"hidden_layer_sizes": (32, 8)}
+def test_score_ranks_a_larger_code_higher_on_held_out_data(digits):
+    """score is higher-is-better (minus the squared error), so model selection with the
+    estimator's own score, as GridSearchCV does without a scorer, picks the larger code."""
+    X_train, X_test = digits[:1200], digits[1200:]
+    scores = {
+        code: make_ae(hidden_layer_sizes=(32, code), max_iter=10).fit(X_train).score(X_test)
+        for code in (2, 8)
+    }
+    # Measured: -4.73 against -4.51 to -4.66 (seeds 0-2).
+    assert scores[8] > scores[2] + 0.03, scores
 
 
 # ------------------------------------------------------------------------ hypothesis

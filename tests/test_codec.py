@@ -1,7 +1,6 @@
 """The codec: exact round trips, rates, and only documented errors on bad archives."""
 
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -50,7 +49,10 @@ def pca(X):
 def autoencoder(X):
     from skdae import RBMStackAutoencoder
 
-    ae = RBMStackAutoencoder((32, 8), pretrain_epochs=2, max_iter=3, random_state=0)
+    # Trained long enough to beat the mean image by a wide margin (about 24 dB against
+    # 16.7 dB on these images), in a third of a second.
+    ae = RBMStackAutoencoder((32, 6), pretrain_epochs=5, max_iter=100, learning_rate=3e-3,
+                             batch_size=20, n_jobs=1, random_state=0)  # fmt: skip
     return ae.fit(X.reshape(len(X), -1))
 
 
@@ -91,16 +93,26 @@ def test_every_coder(pca, X, coder):
 
 
 def test_pca_and_autoencoder_through_the_same_codec(pca, autoencoder, X):
-    results = {}
+    """Both models' codes go through the same 6-bit codec: the archives decode exactly,
+    cost the bit-packed codes plus the header, and lose almost nothing to quantization."""
+    mean_psnr = _psnr(X, np.broadcast_to(X.mean(0), X.shape))  # 16.7 dB
     for name, model in {"pca": pca, "autoencoder": autoencoder}.items():
         codec = Codec(model, n_bits=6).fit(X)
         data = codec.compress(X)
         out = codec.decompress(data)
         np.testing.assert_array_equal(out, _expected(codec, X))
-        results[name] = (archive_info(data).bits_per_pixel, _psnr(X, out))
-    assert results["autoencoder"][0] > 0 and results["pca"][0] > 0
-    # 6 bits lose little: a tiny autoencoder decodes to something image-like
-    assert results["autoencoder"][1] > 10
+        flat = X.reshape(len(X), -1)
+        model_psnr = _psnr(X, model.inverse_transform(model.transform(flat)).reshape(X.shape))
+        # Measured: PCA 35.4 dB, the autoencoder 24.0 dB; both lose < 0.15 dB at 6 bits.
+        assert model_psnr > mean_psnr + 5, (name, model_psnr, mean_psnr)
+        assert _psnr(X, out) > model_psnr - 0.3, (name, _psnr(X, out), model_psnr)
+        # 6 bits per code unit, packed: deflate cannot shrink these codes much, but must
+        # not store more than the packed bits (measured: 905 bytes for 900).
+        info = archive_info(data)
+        n_units = codec.n_units_
+        assert info.raw_code_bytes == -(-len(X) * n_units * 6 // 8)
+        assert info.payload_bytes <= 1.02 * info.raw_code_bytes + 16, (name, info)
+        assert info.bits_per_pixel == pytest.approx(8 * len(data) / (len(X) * 64))
 
 
 def test_autoencoder_keeps_float32(autoencoder, X):
@@ -129,15 +141,27 @@ def test_quantization_error_is_at_most_half_a_step(pca, X):
         assert np.all(err <= step / 2 * (1 + 1e-6) + 1e-6)
 
 
-def test_more_bits_never_hurt_much_and_cost_more(pca, X):
-    rates, errors = [], []
+def test_quantization_error_follows_the_uniform_noise_model(pca, X):
+    """More bits cost more bytes, and the reconstruction error is PCA's own error plus
+    the noise of uniform quantization, step**2 / 12 per code unit (PCA's components are
+    orthonormal, so code noise reaches the pixels unchanged)."""
+    flat = X.reshape(len(X), -1)
+    pca_error = np.mean((pca.inverse_transform(pca.transform(flat)) - flat) ** 2)
+    sizes = []
     for n_bits in (1, 2, 4, 8, 12):
         codec = Codec(pca, n_bits=n_bits).fit(X)
         data = codec.compress(X)
-        rates.append(len(data))
-        errors.append(np.mean((codec.decompress(data) - X) ** 2))
-    assert rates == sorted(rates)
-    assert errors[-1] < errors[0]
+        sizes.append(len(data))
+        error = np.mean((codec.decompress(data) - X) ** 2)
+        step = (codec.code_max_ - codec.code_min_) / 2**n_bits
+        noise = (step**2 / 12).sum() / flat.shape[1]
+        if 2 <= n_bits <= 8:
+            # Measured within 1.5 % of the model; a quantizer off by half a step (levels
+            # instead of bin centres) would add four times the noise.
+            assert error - pca_error == pytest.approx(noise, rel=0.2), n_bits
+        elif n_bits == 12:
+            assert error == pytest.approx(pca_error, rel=1e-3)
+    assert sizes == sorted(sizes) and sizes[-1] > 5 * sizes[0], sizes
 
 
 def test_out_of_range_codes_are_clipped_and_constant_units_survive(X):
@@ -169,13 +193,18 @@ def test_archives_are_small_and_headers_compact(pca, X):
     one = codec.compress(X[:1])
     info = archive_info(one)
     assert info.header_bytes <= 64
-    many = codec.compress(np.concatenate([X] * 5))
-    assert archive_info(many).payload_bytes < archive_info(many).raw_code_bytes
+    # Five copies of the same samples: deflate codes the repeats almost for free
+    # (measured: 666 bytes for five copies against 605 for one).
+    single = archive_info(codec.compress(X)).payload_bytes
+    many = archive_info(codec.compress(np.concatenate([X] * 5)))
+    assert many.payload_bytes < 0.3 * many.raw_code_bytes, many
+    assert many.payload_bytes < 1.25 * single, (many.payload_bytes, single)
 
 
-def test_compressing_10000_samples_is_fast():
-    # The codec's own work (quantize, pack, deflate, header, fingerprint) on 10,000
-    # MNIST-sized samples with 196 code units, the largest code of the benchmark.
+def test_large_archives_round_trip_exactly():
+    # 10,000 MNIST-sized samples with 196 code units, the largest code of the benchmark,
+    # at bit depths that do and do not fill whole bytes. (How fast this is belongs to
+    # the benchmarks, not to a test.)
     class Passthrough:
         def transform(self, X):
             return X[:, :196]
@@ -188,15 +217,10 @@ def test_compressing_10000_samples_is_fast():
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((10_000, 784)).astype(np.float32)
-    for n_bits in (4, 8, 12):
+    for n_bits in (5, 12):
         codec = Codec(Passthrough(), n_bits=n_bits).fit(X[:1000])
-        codec.compress(X[:10])  # warm up
-        times = []
-        for _ in range(2):  # best of two: the machine may be shared
-            start = time.perf_counter()
-            data = codec.compress(X)
-            times.append(time.perf_counter() - start)
-        assert min(times) < 1.0, (n_bits, times)
+        data = codec.compress(X)
+        assert archive_info(data).count == 10_000
         np.testing.assert_array_equal(codec.decompress(data), _expected(codec, X))
 
 

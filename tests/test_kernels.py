@@ -20,6 +20,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from skdae._kernels import _backprop as bp
+from skdae._kernels import _blas
 from skdae._kernels import _dense
 from skdae._kernels import _math
 from skdae._kernels import _rbm as rk
@@ -175,6 +176,139 @@ def test_dense_forward_saturates_without_nan():
     out = np.empty((1, 3))
     _dense.dense_forward(np.array([[-800.0, 800.0, 0.0]]), np.eye(3), False, np.zeros(3), True, out)
     assert_array_equal(out, [[0.0, 1.0, 0.5]])
+
+
+# ------------------------------------------------------------------------------ GEMM
+
+
+@numba.njit
+def _gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    # gemm is called from compiled kernels only; this is the smallest such caller.
+    _blas.gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+@fast
+@given(
+    m=st.integers(0, 5), n=st.integers(0, 5), k=st.integers(0, 5),
+    trans_a=st.booleans(), trans_b=st.booleans(), pad=st.integers(0, 3),
+    alpha=st.sampled_from([1.0, -0.5]), beta=st.sampled_from([0.0, 1.0, 2.0]),
+    dtype=dtypes, seed=seeds,
+)
+def test_gemm_on_blocks_of_larger_arrays_matches_numpy(m, n, k, trans_a, trans_b, pad, alpha,
+                                                       beta, dtype, seed):
+    """Blocks inside padded arrays, as the kernels pass them: only C's block changes."""
+    rng = np.random.RandomState(seed)
+    a_shape = (k, m) if trans_a else (m, k)
+    b_shape = (n, k) if trans_b else (k, n)
+    A_full, B_full, C_full = (
+        rng.randn(rows + pad, cols + pad).astype(dtype)
+        for rows, cols in (a_shape, b_shape, (m, n))
+    )
+    A, B, C = A_full[pad:, pad:], B_full[pad:, pad:], C_full[pad:, pad:]
+    op_a = A.T if trans_a else A
+    op_b = B.T if trans_b else B
+    expected = C_full.astype(np.float64)
+    expected[pad:, pad:] = alpha * op_a.astype(np.float64) @ op_b + beta * C
+    # BLAS wants leading dimensions >= 1 even for empty blocks.
+    lda, ldb, ldc = (max(1, X.shape[1]) for X in (A_full, B_full, C_full))
+    _gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    assert_allclose(C_full, expected, **tol(dtype))
+
+
+def _gemm_case(name):
+    """Arguments of a well-formed call (C = A @ B, 4 x 3 from 4 x 2 and 2 x 3), with one
+    thing made wrong according to ``name``."""
+    A, B, C = np.ones((4, 2)), np.ones((2, 3)), np.zeros((4, 3))
+    args = dict(trans_a=False, trans_b=False, m=4, n=3, k=2, A=A, lda=2, B=B, ldb=3, C=C, ldc=3)
+    wrong = {
+        "C too small": dict(C=np.zeros((1, 1))),
+        "C too short": dict(C=np.zeros((3, 3))),
+        "A too narrow": dict(A=np.ones((4, 1)), lda=1),
+        "A transposed but not stored so": dict(trans_a=True),
+        "B too small": dict(B=np.ones((1, 3))),
+        "B transposed but not stored so": dict(trans_b=True),
+        "lda is not A's row stride": dict(lda=3),
+        "ldc is not C's row stride": dict(ldc=4),
+        "leading dimension below the row length": dict(lda=1),
+        "block wider than the view": dict(C=np.zeros((4, 6))[:, 4:]),
+        "Fortran-order A": dict(A=np.asfortranarray(np.ones((4, 2)))),
+        "strided rows of B": dict(B=np.ones((2, 6))[:, ::2]),
+        "negative k": dict(k=-1),
+        "m beyond 32-bit ints": dict(m=2**31),
+        "mixed dtypes": dict(B=np.ones((2, 3), np.float32)),
+        "integer operands": dict(A=np.ones((4, 2), np.int64), B=np.ones((2, 3), np.int64),
+                                 C=np.zeros((4, 3), np.int64)),  # fmt: skip
+        "1-D operand": dict(A=np.ones(8)),
+        "read-only C": dict(C=_readonly(np.zeros((4, 3)))),
+    }[name]
+    return {**args, **wrong}
+
+
+def _readonly(array):
+    array.flags.writeable = False
+    return array
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["C too small", "C too short", "A too narrow", "A transposed but not stored so",
+     "B too small", "B transposed but not stored so", "lda is not A's row stride",
+     "ldc is not C's row stride", "leading dimension below the row length",
+     "block wider than the view", "Fortran-order A", "strided rows of B", "negative k",
+     "m beyond 32-bit ints", "mixed dtypes", "integer operands", "1-D operand", "read-only C"],
+)  # fmt: skip
+def test_gemm_refuses_operands_that_do_not_hold_the_blocks(name):
+    case = _gemm_case(name)
+    before = case["C"].copy()
+    with pytest.raises(ValueError, match="gemm"):
+        _gemm(case["trans_a"], case["trans_b"], case["m"], case["n"], case["k"], 1.0,
+              case["A"], case["lda"], case["B"], case["ldb"], 1.0, case["C"], case["ldc"])  # fmt: skip
+    assert_array_equal(case["C"], before)  # BLAS was never called
+
+
+def test_gemm_accepts_single_rows_and_columns_of_larger_arrays():
+    # One row is read whatever the stride across rows; one column whatever the stride
+    # along a row: such views (a batch of one, a code of one unit) are not refused.
+    W = np.arange(12.0).reshape(3, 4)
+    out = np.zeros((1, 4))
+    _gemm(False, False, 1, 4, 3, 1.0, np.ones((5, 3))[2:3], 3, W, 4, 0.0, out, 4)
+    assert_allclose(out, [W.sum(0)])
+    col = np.zeros((3, 5))[:, 1:2]
+    _gemm(False, False, 3, 1, 4, 1.0, W, 4, np.ones((4, 1)), 1, 0.0, col, 5)
+    assert_allclose(col[:, 0], W.sum(1))
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    ["dense_forward", "hidden_means", "visible_means", "cd_epoch-velocity", "cd_epoch-stack"],
+)
+def test_parallel_kernels_refuse_buffers_too_small_for_their_gemms(kernel):
+    """A GEMM's check inside a prange body could not raise (Numba drops the exception),
+    so each parallel kernel checks its whole GEMM operands first: a buffer of the wrong
+    size is a ValueError before any block runs."""
+    rng = np.random.RandomState(0)
+    n, n_vis, n_hid = 6, 5, 4
+    V, W = rng.rand(n, n_vis), rng.randn(n_hid, n_vis)
+    with pytest.raises(ValueError, match="gemm"):
+        if kernel == "dense_forward":
+            _dense.dense_forward(V, W, True, np.zeros(n_hid), True, np.empty((n, n_hid + 2)))
+        elif kernel == "hidden_means":
+            rk.hidden_means(V, W, np.zeros(n_hid), 0, np.empty((n, n_hid + 1)))
+        elif kernel == "visible_means":
+            rk.visible_means(rng.rand(n, n_hid), W[:, :3], np.zeros(n_vis), 0, np.empty((n, n_vis)))
+        else:
+            p = random_rbm(rng, n_vis, n_hid, n, 0)
+            p = {k: np.ascontiguousarray(v) for k, v in p.items()}
+            V_stack = np.empty((2 * n, n_vis))
+            if kernel == "cd_epoch-velocity":  # an edited model file's momentum buffer
+                p["vel_W"] = np.zeros((1, 1))
+            else:
+                V_stack = np.empty((n, n_vis))
+            rk.cd_epoch(
+                _readonly(V.copy()), np.arange(n), p["W"], p["b_vis"], p["b_hid"], p["vel_W"],
+                p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0, n,
+                np.int64(1), V_stack, np.empty((2 * n, n_hid)), np.empty((n, n_hid)),
+            )
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 1000, 1024, 2048, 2049, 5000])

@@ -23,21 +23,19 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-@pytest.fixture(scope="module")
-def digits():
-    """8x8 digits scaled to [0, 1]."""
-    return load_digits().data / 16.0
-
-
-@pytest.fixture(scope="module")
-def real_data():
-    """Real-valued data well outside [0, 1]: digits with an offset and a scale."""
-    return 40.0 + 3.0 * load_digits().data[:600]
-
-
 def fit_rbm(X, **params):
     params = {"n_components": 16, "max_iter": 3, "n_jobs": 1, "random_state": 0, **params}
     return RBM(**params).fit(X)
+
+
+def reconstruction_error(model, X):
+    """Mean per-sample squared error of the mean-field reconstructions."""
+    return ((model.inverse_transform(model.transform(X)) - X) ** 2).sum(1).mean()
+
+
+def mean_image_error(X):
+    """The same error for predicting every sample by the mean sample: the baseline."""
+    return ((X - X.mean(0)) ** 2).sum(1).mean()
 
 
 # ------------------------------------------------------------------------- learning
@@ -51,9 +49,7 @@ def test_reconstruction_error_decreases_on_digits(digits):
     assert curve[-1] < 0.6 * curve[0], curve
     # The learnt map reconstructs through the mean-field path too: well below the error
     # of predicting every pixel's mean.
-    recon = rbm.inverse_transform(rbm.transform(digits))
-    error = ((recon - digits) ** 2).sum(1).mean()
-    baseline = ((digits - digits.mean(0)) ** 2).sum(1).mean()
+    error, baseline = reconstruction_error(rbm, digits), mean_image_error(digits)
     assert error < 0.6 * baseline, (error, baseline)
 
 
@@ -142,30 +138,31 @@ def test_explicit_bernoulli_rejects_data_outside_unit_interval(real_data, digits
 
 
 def test_linear_hidden_units(digits):
-    rbm = fit_rbm(digits, hidden_units="linear", learning_rate=0.01, max_iter=5)
+    rbm = fit_rbm(digits, hidden_units="linear", learning_rate=0.01, max_iter=10)
     H = rbm.transform(digits)
     assert np.isfinite(H).all()
     # Linear means, not probabilities.
     assert_allclose(H, digits @ rbm.components_.T + rbm.intercept_hidden_, rtol=1e-10)
     assert H.min() < 0 or H.max() > 1
-    curve = rbm.reconstruction_error_curve_
-    assert curve[-1] < curve[0]
+    # Measured: 0.34-0.36 of the mean image's error (seeds 0-2).
+    assert reconstruction_error(rbm, digits) < 0.5 * mean_image_error(digits)
 
 
 @pytest.mark.parametrize("cd_steps, persistent", [(3, False), (1, True), (3, True)])
 @pytest.mark.parametrize("hidden_units", ["bernoulli", "linear"])
 def test_cd_k_and_persistent_fit_and_are_finite(digits, cd_steps, persistent, hidden_units):
     lr = 0.1 if hidden_units == "bernoulli" else 0.01
-    rbm = fit_rbm(digits[:500], cd_steps=cd_steps, persistent=persistent,
-                  hidden_units=hidden_units, learning_rate=lr, batch_size=64, max_iter=4)
+    params = dict(hidden_units=hidden_units, learning_rate=lr, batch_size=64, max_iter=4)
+    rbm = fit_rbm(digits[:500], cd_steps=cd_steps, persistent=persistent, **params)
     assert rbm.n_iter_ == 4
-    for a in (rbm.components_, rbm.intercept_hidden_, rbm.intercept_visible_, rbm._chain):
+    for a in (rbm.components_, rbm.intercept_hidden_, rbm.intercept_visible_):
         assert np.isfinite(a).all()
     assert np.isfinite(rbm.reconstruction_error_curve_).all()
-    if persistent:
-        # The persistent chain has moved from its zero start.
-        assert np.abs(rbm._chain).sum() > 0
     assert np.isfinite(rbm.transform(digits)).all()
+    # The settings are used: the same seed with plain CD-1 learns other weights (by the
+    # exact updates, checked in test_kernels, not by how much better they are).
+    cd1 = fit_rbm(digits[:500], cd_steps=1, persistent=False, **params)
+    assert not np.allclose(rbm.components_, cd1.components_, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------- partial_fit
@@ -177,19 +174,16 @@ def test_partial_fit_over_chunks(digits):
         rbm.partial_fit(chunk)
         assert rbm.n_iter_ == i + 1
         assert len(rbm.reconstruction_error_curve_) == i + 1
-    first = fit_rbm(digits, n_components=32, max_iter=1)
-    # After one pass over the data in chunks, reconstructions beat one untrained epoch.
-    H = rbm.transform(digits)
-    assert np.isfinite(H).all()
     for _ in range(4):
         for chunk in np.array_split(digits, 6):
             rbm.partial_fit(chunk)
     assert rbm.n_iter_ == 30
-
-    def err(model):
-        return ((model.inverse_transform(model.transform(digits)) - digits) ** 2).sum(1).mean()
-
-    assert err(rbm) < err(first)
+    # Five passes over the data in chunks learn at least as much as five epochs of fit
+    # (measured: 0.37-0.39 of the mean image's error, against 0.57-0.60 for fit).
+    five_epochs = fit_rbm(digits, n_components=32, max_iter=5)
+    error = reconstruction_error(rbm, digits)
+    assert error < 0.5 * mean_image_error(digits)
+    assert error <= reconstruction_error(five_epochs, digits)
 
 
 def test_partial_fit_is_reproducible(digits):

@@ -20,7 +20,7 @@ Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 import numpy as np
 from numba import prange
 
-from ._blas import gemm
+from ._blas import check_gemm, gemm
 from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
@@ -107,6 +107,9 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
     m = Z.shape[1]
     one = Z.dtype.type(1.0)
     two = Z.dtype.type(2.0)
+    # Every block's GEMM operands, checked whole before the parallel loop (see
+    # _dense.dense_forward).
+    check_gemm(False, False, b, m, n_in, inp, n_in, W, m, Z, m)
     blocks = n_blocks(m)
     for blk in prange(blocks):
         j0, j1 = block_bounds(m, blocks, blk)
@@ -172,6 +175,11 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
     b, n_in = layer_in.shape
     n_out = delta.shape[1]
     one = W.dtype.type(1.0)
+    # Every block's GEMM operands, checked whole before the parallel loop (see
+    # _dense.dense_forward).
+    check_gemm(True, False, n_in, n_out, b, layer_in, n_in, delta, n_out, gW, n_out)
+    if propagate:
+        check_gemm(False, True, b, n_in, n_out, delta, n_out, W, n_out, new_delta, n_in)
     blocks = n_blocks(n_in)
     for blk in prange(blocks):
         i0, i1 = block_bounds(n_in, blocks, blk)

@@ -11,7 +11,7 @@ it touch the same cache-resident memory. Threads are set by the caller
 
 from numba import prange
 
-from ._blas import gemm
+from ._blas import check_gemm, gemm
 from ._jit import njit
 from ._math import sigmoid
 
@@ -45,6 +45,12 @@ def dense_forward(A, W, w_transposed, bias, sigmoid_units, out):
     """
     n, k = A.shape
     m = out.shape[1]
+    # The blocks' GEMM operands are views of these: checked whole, before the parallel
+    # loop, where an exception would be lost (see check_gemm).
+    if w_transposed:
+        check_gemm(False, True, n, m, k, A, k, W, k, out, m)
+    else:
+        check_gemm(False, False, n, m, k, A, k, W, m, out, m)
     blocks = n_blocks(m)
     for blk in prange(blocks):
         j0, j1 = block_bounds(m, blocks, blk)

@@ -18,7 +18,7 @@ visible layer.
 import numpy as np
 from numba import prange
 
-from ._blas import gemm
+from ._blas import check_gemm, gemm
 from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
@@ -112,6 +112,9 @@ def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
     bernoulli = hidden_kind == HIDDEN_BERNOULLI
     one = H.dtype.type(1.0)
     zero = H.dtype.type(0.0)
+    # Every block's GEMM operands, checked whole before the parallel loop (see
+    # _dense.dense_forward).
+    check_gemm(False, True, b, n_hid, n_vis, V, n_vis, W, n_vis, H, n_hid)
     blocks = n_blocks(n_hid)
     for blk in prange(blocks):
         j0, j1 = block_bounds(n_hid, blocks, blk)
@@ -146,6 +149,9 @@ def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, r
     b, n_hid = H_sample.shape
     n_vis = W.shape[1]
     sigmoid_units = visible_kind == VISIBLE_BERNOULLI
+    # Every block's GEMM operands, checked whole before the parallel loop (see
+    # _dense.dense_forward).
+    check_gemm(False, False, b, n_vis, n_hid, H_sample, n_hid, W, n_vis, V_neg, n_vis)
     blocks = n_blocks(n_vis)
     for blk in prange(blocks):
         j0, j1 = block_bounds(n_vis, blocks, blk)
@@ -192,6 +198,9 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
     block of ``W`` is updated while it is in cache.
     """
     n_hid, n_vis = W.shape
+    # Every block's GEMM operands, checked whole before the parallel loop (see
+    # _dense.dense_forward).
+    check_gemm(True, False, n_hid, n_vis, 2 * b, H_stack, n_hid, V_stack, n_vis, vel_W, n_vis)
     blocks = n_blocks(n_hid)
     for blk in prange(blocks):
         j0, j1 = block_bounds(n_hid, blocks, blk)
