@@ -486,9 +486,11 @@ class Codec(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, *sample_shape)
-            Samples in the model's input space (e.g. images scaled to [0, 1]). The sample
-            shape is stored, and :meth:`decompress` returns the same shape.
+        X : array-like of shape (n_samples, ...)
+            Samples in the model's input space (e.g. images scaled to [0, 1]), as rows
+            ``(n_samples, n_features)`` or with up to four dimensions per sample, such as
+            ``(n_samples, 28, 28)``. The sample shape is stored, and :meth:`decompress`
+            returns the same shape.
 
         Returns
         -------
@@ -564,7 +566,7 @@ class Codec(BaseEstimator):
 
         Returns
         -------
-        X : ndarray of shape (count, *sample_shape)
+        X : ndarray of shape (count, ...)
             ``model.inverse_transform`` of the dequantized codes, reshaped to the shape
             the samples had when compressed.
 
