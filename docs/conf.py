@@ -47,6 +47,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 sys.path.insert(0, str(DOCS / "_ext"))
+# Document (and run the gallery on) this checkout's skdae, as the tests do: the same
+# source files, so the Numba kernels cached by the test run are reused here.
+sys.path.insert(0, str(ROOT))
 
 import skdae  # noqa: E402
 
@@ -114,11 +117,16 @@ sphinx_gallery_conf = {
 html_theme = "pydata_sphinx_theme"
 html_title = f"skdae {release}"
 html_static_path = ["_static"]
+html_css_files = ["skdae.css"]
 html_show_sourcelink = False
 html_theme_options = {
     "navbar_align": "left",
     "show_toc_level": 2,
-    "secondary_sidebar_items": ["page-toc"],
+    # The page outline on the right, except on gallery pages (none listed here): their
+    # code and figures get its width.
+    "secondary_sidebar_items": {
+        page: ["page-toc"] for page in ("index", "api", "cli", "generated/*", "user_guide/*")
+    },
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
     # Nothing fetched from elsewhere at view time either.

@@ -103,8 +103,9 @@ for name, lost in masks.items():
 # Pictures
 # --------
 # Rows: clean digits; the damaged input (noise 0.3, left; lower half lost, right); the
-# autoencoder's result; PCA's. The autoencoder's outputs are sharp digits, often the
-# wrong ones; PCA's are blurred but closer.
+# autoencoder's result; PCA's. From noise, the autoencoder makes garbled strokes; from a
+# top half, it draws the top half again and leaves the rest nearly empty. PCA's results
+# are blurred, but closer to the clean digits.
 n = 6
 X_noisy = noisy[0.3]
 X_holed = np.where(masks["lower half"], 0.0, X_test)
@@ -133,11 +134,13 @@ plt.show()
 # The autoencoder's first layer was fitted to clean digits, whose background is exactly
 # 0. Noise on the hundreds of background pixels shifts every first-layer unit's input by
 # a sum over hundreds of weights, far outside what training showed it; the code is then
-# wrong, and the decoder confidently draws some other digit. PCA's projection is linear:
+# wrong, and the decoder draws strokes that were not there. PCA's projection is linear:
 # it keeps the part of the noise that lies in its 30 directions (about 30/784 of white
-# noise's energy) and discards the rest, whatever the noise level. The same holds for
-# the zeros of a lost region. A model trained for the task, on damaged inputs with clean
-# targets (a denoising autoencoder), would behave differently; skdae's estimators fit
-# clean data only. The robust use of these codes is on data like the training data, as
+# noise's energy) and discards the rest, whatever the noise level. A lost region is the
+# opposite problem: a top half with an empty bottom is ink the autoencoder can
+# reconstruct well as it is, so refilling the hole from its reconstruction keeps the hole
+# nearly empty, while PCA's linear directions spread some ink into it. A model trained
+# for the task, on damaged inputs with clean targets (a denoising autoencoder), would
+# behave differently; skdae's estimators fit clean data only. The robust use of these codes is on data like the training data, as
 # in :ref:`sphx_glr_auto_examples_plot_anomaly_scores.py`, where damaged or foreign
 # inputs are what the reconstruction error is meant to expose.
