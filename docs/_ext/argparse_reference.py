@@ -9,7 +9,9 @@ what ``skdae COMMAND --help`` prints. Each section gets a label ``cli-COMMAND`` 
 """
 
 import argparse
+import contextlib
 import importlib
+import os
 import re
 
 from docutils import nodes
@@ -18,11 +20,34 @@ from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
 _RST_SPECIAL = re.compile(r"([\\`*_|\[\]<>])")
+# Options (--data-home) and environment variables ($SKDAE_DATA_HOME) in help texts: shown
+# as code, which also keeps "--" from becoming a dash.
+_CODE_WORD = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*|\$[A-Z][A-Z0-9_]*)")
+# Width of the usage lines, so that they fit the page's text column.
+_COLUMNS = "76"
 
 
 def _escape(text):
-    """Plain text as reStructuredText that renders exactly as written."""
-    return _RST_SPECIAL.sub(r"\\\1", text)
+    """Plain text as reStructuredText that renders as written, options as code."""
+    parts = _CODE_WORD.split(text)
+    return "".join(
+        f"``{part}``" if i % 2 else _RST_SPECIAL.sub(r"\\\1", part)
+        for i, part in enumerate(parts)
+    )
+
+
+@contextlib.contextmanager
+def _columns(width):
+    """argparse wraps usage and help to ``$COLUMNS``."""
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = width
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
 
 
 def _description(text):
@@ -65,12 +90,13 @@ def _argument_lines(parser, action):
         term = f"``{formatter._format_args(action, action.dest)}``"
     details = []
     if action.help and action.help != argparse.SUPPRESS:
-        details.append(_escape(formatter._expand_help(action)))
+        text = formatter._expand_help(action).strip()
+        details.append(_escape(text if text.endswith((".", "!", "?")) else text + "."))
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         details.append("Choices: " + ", ".join(f"``{c}``" for c in action.choices) + ".")
     if action.required and action.option_strings:
         details.append("Required.")
-    return [term, *("   " + d for d in details or ["(no help text)"]), ""]
+    return [term, "   " + (" ".join(details) or "(no help text)"), ""]
 
 
 def _command_lines(parser, name, label, summary=None):
@@ -103,6 +129,15 @@ class ArgparseReference(SphinxDirective):
         module_name, _, func_name = self.arguments[0].partition(":")
         parser = getattr(importlib.import_module(module_name), func_name)()
         prog = parser.prog
+        with _columns(_COLUMNS):
+            lines = self._lines(parser, prog)
+        container = nodes.section()
+        container.document = self.state.document
+        nested_parse_with_titles(self.state, StringList(lines, source="argparse-reference"), container)
+        return container.children
+
+    @staticmethod
+    def _lines(parser, prog):
         lines = _command_lines(parser, prog, "cli-main")
         subcommands = _subparsers(parser)
         if subcommands:
@@ -111,10 +146,7 @@ class ArgparseReference(SphinxDirective):
             lines.append("")
         for name, sub, help_text in subcommands:
             lines += _command_lines(sub, f"{prog} {name}", f"cli-{name}", help_text)
-        container = nodes.section()
-        container.document = self.state.document
-        nested_parse_with_titles(self.state, StringList(lines, source="argparse-reference"), container)
-        return container.children
+        return lines
 
 
 def setup(app):
