@@ -58,9 +58,9 @@ for name, (train_codes, test_codes) in codes.items():
 # --------
 # Each dot is a test digit placed at its code. PCA's two directions of largest variance
 # put the 1s and the 0s at opposite ends and mix most other digits. The autoencoder gives
-# several digits (0, 1, 6, 7 in this run) arms of their own, while others (2, 3, 5, 8)
-# still overlap in the middle: after 20 epochs on 5,000 images, two numbers keep part of
-# the identity, not all of it (Hinton & Salakhutdinov's figure used all 60,000 images).
+# several digits arms of their own, while others still overlap in the middle: after 20
+# epochs on 5,000 images, two numbers keep part of the identity, not all of it (Hinton &
+# Salakhutdinov's figure used all 60,000 images).
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
 cmap = plt.get_cmap("tab10")
 for ax, (name, (_, test_codes)) in zip(axes, codes.items()):

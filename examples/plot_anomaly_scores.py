@@ -134,7 +134,7 @@ fig.tight_layout()
 # nearly intact: the decoder has learned pen strokes, and a W or a B is drawn with the
 # same strokes as digits. That is why the reconstruction error is a weak detector of
 # these letters, while the RBM's free energy, which scores how probable the whole image
-# is under a model of digits, separates them much better in the table above.
+# is under a model of digits, separated them much better in this run (table above).
 examples = {"digits": X_test[:4], **{k: v[:4] for k, v in outliers.items()}}
 fig, axes = plt.subplots(2, 16, figsize=(10, 1.6))
 for j, images in enumerate(examples.values()):

@@ -74,7 +74,7 @@ fig.tight_layout()
 # Top: eight test digits; then, for each code size, the autoencoder's reconstructions
 # (left block) beside PCA's (right block). With 4 numbers PCA draws blurred average
 # shapes, while the autoencoder already draws sharp, mostly recognisable digits (not
-# always the right ones: the 4s become 9s).
+# always the right ones).
 #
 # sphinx_gallery_thumbnail_number = 2
 fig, axes = plt.subplots(1 + len(code_sizes), 17, figsize=(10, 3.4),
