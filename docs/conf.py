@@ -72,7 +72,7 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "README.md", "**/sg_execution_times.rst"]
+exclude_patterns = ["_build", "README.md"]
 root_doc = "index"
 # Every reference must resolve, except those to Python, NumPy and scikit-learn objects:
 # without intersphinx (the build is offline) they cannot, and stay plain text.
