@@ -194,7 +194,18 @@ def _compile_kernels(app):
     )
 
 
+def _offline_execution_times(app, docname, source):
+    """sphinx-gallery's execution-time pages load jQuery and DataTables from CDNs (to make
+    the table sortable); the site must work offline, so the table stays a plain table."""
+    if docname.rpartition("/")[2] == "sg_execution_times":
+        text = source[0]
+        start, stop = text.find("  .. raw:: html"), text.find("  .. list-table::")
+        if 0 <= start < stop:
+            source[0] = text[:start] + text[stop:]
+
+
 def setup(app):
+    app.connect("source-read", _offline_execution_times)
     # Priority 100: before sphinx-gallery runs the examples (on builder-inited too).
     app.connect("builder-inited", _compile_kernels, priority=100)
     # Before numpydoc (priority 500) turns the sections into reST.
