@@ -79,18 +79,62 @@ def _is_count(value):
 
 
 class CorruptArchiveError(ValueError):
-    """Bytes that are not a valid archive: truncated, damaged, or another format."""
+    """Bytes that are not a valid archive: truncated, damaged, or another format.
+
+    Raised by :func:`archive_info` and by :meth:`Codec.decompress` when the magic bytes,
+    format version, declared sizes or checksum are wrong, before anything is decoded.
+    A ``ValueError``, so code that catches ``ValueError`` catches it too.
+
+    See Also
+    --------
+    ModelMismatchError : A valid archive made with another model.
+
+    Examples
+    --------
+    >>> from skdae.codec import CorruptArchiveError, archive_info
+    >>> try:
+    ...     archive_info(b"not an archive")
+    ... except CorruptArchiveError as exc:
+    ...     print(exc)
+    not a skdae archive (bad magic bytes)
+    """
 
 
 class ModelMismatchError(ValueError):
-    """A valid archive that was made with another model or codec settings."""
+    """A valid archive that was made with another model or codec settings.
+
+    Every archive carries a fingerprint of the codec that made it (its model, ranges and
+    settings); :meth:`Codec.decompress` and :meth:`Codec.decode_codes` raise this error
+    instead of decoding with a codec whose fingerprint differs. A ``ValueError``.
+
+    See Also
+    --------
+    CorruptArchiveError : Bytes that are not an intact archive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdae.codec import Codec, ModelMismatchError
+    >>> X = np.random.default_rng(0).random((100, 16))
+    >>> data = Codec(PCA(4).fit(X)).fit(X).compress(X)
+    >>> other = Codec(PCA(4).fit(X[:50])).fit(X)
+    >>> try:
+    ...     other.decompress(data)
+    ... except ModelMismatchError:
+    ...     print("refused: made with another model")
+    refused: made with another model
+    """
 
 
 @dataclass(frozen=True)
 class ArchiveInfo:
     """What an archive's header says.
 
-    Attributes
+    Returned by :func:`archive_info`; not meant to be built by hand. Each parameter is
+    also an attribute, and the properties below derive sizes and the rate from them.
+
+    Parameters
     ----------
     version : int
         Container format version.
@@ -110,6 +154,23 @@ class ArchiveInfo:
         Bytes of container overhead (header and checksum).
     payload_bytes : int
         Bytes of coded data.
+
+    See Also
+    --------
+    archive_info : Read and check an archive's header.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdae.codec import Codec, archive_info
+    >>> X = np.random.default_rng(0).random((100, 8, 8))
+    >>> codec = Codec(PCA(4).fit(X.reshape(100, -1)), n_bits=5).fit(X)
+    >>> info = archive_info(codec.compress(X))
+    >>> info.shape, info.count, info.n_units, info.n_bits, info.coder
+    ((8, 8), 100, 4, 5, 'zlib')
+    >>> info.total_bytes == info.header_bytes + info.payload_bytes
+    True
     """
 
     version: int
@@ -196,6 +257,9 @@ def _parse(data):
 def archive_info(data):
     """Read and check an archive's header.
 
+    The structure and the checksum of the whole archive are checked, but nothing is
+    decoded and no model is needed.
+
     Parameters
     ----------
     data : bytes
@@ -210,6 +274,23 @@ def archive_info(data):
     ------
     CorruptArchiveError
         If ``data`` is not an intact archive of a supported version.
+
+    See Also
+    --------
+    Codec.decompress : Decode an archive with the codec that made it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdae.codec import Codec, archive_info
+    >>> X = np.random.default_rng(0).random((200, 64))
+    >>> data = Codec(PCA(8).fit(X), n_bits=4).fit(X).compress(X)
+    >>> info = archive_info(data)
+    >>> info.count, info.n_units, info.raw_code_bytes
+    (200, 8, 800)
+    >>> round(info.bits_per_pixel, 3) == round(8 * len(data) / (200 * 64), 3)
+    True
     """
     return _parse(data)[0]
 
@@ -284,6 +365,12 @@ class Codec(BaseEstimator):
         dtype of the model's codes; dequantized codes are cast to it.
     n_features_in_ : int
         Number of values per sample (pixels x channels).
+
+    See Also
+    --------
+    archive_info : Read an archive's header without a model.
+    skdae.save : Write the fitted codec (with its model) to a model file.
+    skdae.load : Read it back.
 
     Examples
     --------
@@ -537,9 +624,11 @@ class Codec(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, *sample_shape)
-            Samples in the model's input space (e.g. images scaled to [0, 1]). The sample
-            shape is stored, and :meth:`decompress` returns the same shape.
+        X : array-like of shape (n_samples, ...)
+            Samples in the model's input space (e.g. images scaled to [0, 1]), as rows
+            ``(n_samples, n_features)`` or with up to four dimensions per sample, such as
+            ``(n_samples, 28, 28)``. The sample shape is stored, and :meth:`decompress`
+            returns the same shape.
 
         Returns
         -------
@@ -615,7 +704,7 @@ class Codec(BaseEstimator):
 
         Returns
         -------
-        X : ndarray of shape (count, *sample_shape)
+        X : ndarray of shape (count, ...)
             ``model.inverse_transform`` of the dequantized codes, reshaped to the shape
             the samples had when compressed.
 
@@ -631,5 +720,16 @@ class Codec(BaseEstimator):
         return X.reshape((info.count, *info.shape))
 
     def bits_per_pixel(self, data):
-        """Rate of an archive in bits per pixel (see :attr:`ArchiveInfo.bits_per_pixel`)."""
+        """Rate of an archive in bits per pixel (see :attr:`ArchiveInfo.bits_per_pixel`).
+
+        Parameters
+        ----------
+        data : bytes
+            An archive.
+
+        Returns
+        -------
+        bpp : float
+            Archive size in bits, header included, over the number of pixels it holds.
+        """
         return archive_info(data).bits_per_pixel

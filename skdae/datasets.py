@@ -98,6 +98,16 @@ def get_data_home(data_home=None):
     -------
     data_home : str
         Path of the data folder (it may not exist).
+
+    See Also
+    --------
+    load_mnist : Read MNIST from this folder.
+
+    Examples
+    --------
+    >>> from skdae.datasets import get_data_home
+    >>> get_data_home("/srv/data/mnist")
+    '/srv/data/mnist'
     """
     return _resolve_data_home(data_home)[0]
 
@@ -274,6 +284,25 @@ def load_idx(path):
         the header claims.
     OSError
         If the file cannot be opened or read.
+
+    See Also
+    --------
+    load_mnist : Read the four MNIST IDX files as a data set, checksums checked.
+
+    Examples
+    --------
+    A 2 x 3 array of uint8 in a gzip-compressed IDX file:
+
+    >>> import gzip, os, struct, tempfile
+    >>> from skdae.datasets import load_idx
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "tiny-idx2-ubyte.gz")
+    ...     with gzip.open(path, "wb") as f:
+    ...         _ = f.write(struct.pack(">HBBII", 0, 0x08, 2, 2, 3) + bytes(range(6)))
+    ...     array = load_idx(path)
+    >>> array
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
     """
     return _parse_idx(path)[0]
 
@@ -495,11 +524,19 @@ def load_mnist(
         If a file is corrupt, truncated, fails its checksum, or is not the expected IDX
         file, or the parameters are invalid.
 
+    See Also
+    --------
+    load_idx : Read any single IDX file.
+    get_data_home : The folder searched for the files.
+    sklearn.datasets.fetch_openml : The fallback download.
+
     Examples
     --------
+    With the four files in ``$SKDAE_DATA_HOME``:
+
     >>> from skdae.datasets import load_mnist
-    >>> X, y = load_mnist("test", n_samples=1000, return_X_y=True)  # doctest: +SKIP
-    >>> X.shape, X.dtype, y[:5]  # doctest: +SKIP
+    >>> X, y = load_mnist("test", n_samples=1000, return_X_y=True)
+    >>> X.shape, X.dtype, y[:5]
     ((1000, 784), dtype('float32'), array([7, 2, 1, 0, 4]))
     """
     dtype = _check_params(subset, n_samples, dtype, scale)
