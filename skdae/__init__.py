@@ -7,7 +7,7 @@ compiled (or loaded from the on-disk cache) on the first ``fit``.
 __version__ = "0.1.0"
 
 from ._autoencoder import RBMStackAutoencoder
-from ._persist import load, save
+from ._persist import InvalidModelFileError, load, save
 from ._rbm import RBM
 
-__all__ = ["RBM", "RBMStackAutoencoder", "load", "save", "__version__"]
+__all__ = ["InvalidModelFileError", "RBM", "RBMStackAutoencoder", "load", "save", "__version__"]

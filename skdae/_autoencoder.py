@@ -153,7 +153,7 @@ class RBMStackAutoencoder(
     t_ : int
         Optimiser steps taken.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
 
     See Also

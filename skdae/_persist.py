@@ -24,9 +24,9 @@ import json
 import math
 import os
 import re
+import secrets
 import struct
 import sys
-import tempfile
 import tokenize
 import zipfile
 
@@ -75,7 +75,29 @@ _SCALAR_KINDS = frozenset("biuf")
 
 
 class InvalidModelFileError(ValueError):
-    """A model file that is not one, is damaged, or comes from an unsupported version."""
+    """A model file that is not one, is damaged, or comes from an unsupported version.
+
+    Raised by :func:`skdae.load` (and :func:`skdae._persist.read_header`) with a message
+    naming the problem and, for a bad value, where in the file it is. A subclass of
+    ``ValueError``, so ``except ValueError`` catches it too.
+
+    See Also
+    --------
+    skdae.load : Loads a model file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import skdae
+    >>> path = os.path.join(tempfile.mkdtemp(), "not-a-model.skdae")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"hello")
+    >>> try:
+    ...     skdae.load(path)
+    ... except skdae.InvalidModelFileError as exc:
+    ...     print("refused:", str(exc).split(": ", 1)[1])
+    refused: not a skdae model file (not a zip archive)
+    """
 
 
 class _Unstorable(TypeError):
@@ -468,6 +490,23 @@ def save(estimator, path, *, metadata=None):
     ValueError
         If the estimator's class is not allowlisted, or a parameter or fitted attribute
         cannot be stored without pickle, or ``metadata`` is not JSON-serialisable.
+
+    See Also
+    --------
+    load : Rebuild the estimator from the file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> import skdae
+    >>> X = np.random.default_rng(0).random((50, 8))
+    >>> path = os.path.join(tempfile.mkdtemp(), "pca.skdae")
+    >>> skdae.save(PCA(3).fit(X), path)
+    >>> pca = skdae.load(path)
+    >>> pca.transform(X).shape
+    (50, 3)
     """
     encoder = _Encoder()
     try:
@@ -489,7 +528,10 @@ def save(estimator, path, *, metadata=None):
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".skdae-", suffix=".tmp", dir=folder)
+    # Not mkstemp, which makes the file readable by its owner only: a model file gets the
+    # permissions any file written with open() gets (0666 less the umask).
+    tmp = os.path.join(folder, f".skdae-{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr(zipfile.ZipInfo(_HEADER_MEMBER, _ZIP_DATE), header_bytes)
@@ -600,6 +642,12 @@ def _open(path):
 def load(path, *, return_metadata=False):
     """Load an estimator saved by :func:`save`, without running code from the file.
 
+    Classes come from an allowlist and values are JSON or plain arrays, never pickles.
+    Every array's shape, dtype and size is checked against the file's bytes before it is
+    read, and every rebuilt estimator's fitted state is checked before it is returned, so
+    a damaged or hostile file is refused here rather than misread later. Files of format
+    version 1 (skdae 0.1) are upgraded on the way in.
+
     Parameters
     ----------
     path : str or path-like
@@ -623,6 +671,23 @@ def load(path, *, return_metadata=False):
         outside :data:`ALLOWED_CLASSES`.
     OSError
         If the file cannot be read.
+
+    See Also
+    --------
+    save : Write a model file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> import skdae
+    >>> X = np.random.default_rng(0).random((50, 8))
+    >>> path = os.path.join(tempfile.mkdtemp(), "pca.skdae")
+    >>> skdae.save(PCA(3).fit(X), path)
+    >>> pca = skdae.load(path)
+    >>> pca.transform(X).shape
+    (50, 3)
     """
     zf, file_size, header = _open(path)
     name = os.fspath(path)

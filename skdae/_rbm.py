@@ -96,7 +96,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     n_iter_ : int
         Epochs trained so far (across :meth:`partial_fit` calls).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
 
     See Also
@@ -329,13 +329,13 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                                  HIDDEN_KIND[self._hidden_units], H)
         return H
 
-    def inverse_transform(self, H):
-        """Visible means for hidden states ``H``, in the input's units.
+    def inverse_transform(self, X):
+        """Visible means for hidden states ``X``, in the input's units.
 
         Parameters
         ----------
-        H : array-like of shape (n_samples, n_components)
-            Hidden states or means.
+        X : array-like of shape (n_samples, n_components)
+            Hidden states or means (the output of :meth:`transform`).
 
         Returns
         -------
@@ -346,7 +346,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
         check_is_fitted(self)
         self._check_fitted_state(check_values=False)
-        H = check_codes(H, self._n_features_out, self._dtype, type(self).__name__)
+        H = check_codes(X, self._n_features_out, self._dtype, type(self).__name__)
         V = np.empty((H.shape[0], self.n_features_in_), self._dtype)
         with thread_limits(self.n_jobs):
             kernels.visible_means(readonly(H), self.components_, self.intercept_visible_,

@@ -315,3 +315,15 @@ def test_mutated_model_files_load_identically_or_fail_cleanly(saved_pca, tmp_pat
         return
     # Every member is CRC-checked: a file that still loads holds the same model.
     assert loaded.fingerprint == load(saved_pca).fingerprint
+
+
+def test_model_files_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        save(PCA(2).fit(_data()), tmp_path / "pca.skdae")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "pca.skdae").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["pca.skdae"]  # no temporary left
