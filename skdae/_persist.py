@@ -678,16 +678,17 @@ def load(path, *, return_metadata=False):
 
     Examples
     --------
+    A model saved with metadata, loaded back with it:
+
     >>> import os, tempfile
-    >>> import numpy as np
-    >>> from sklearn.decomposition import PCA
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.preprocessing import MinMaxScaler
     >>> import skdae
-    >>> X = np.random.default_rng(0).random((50, 8))
-    >>> path = os.path.join(tempfile.mkdtemp(), "pca.skdae")
-    >>> skdae.save(PCA(3).fit(X), path)
-    >>> pca = skdae.load(path)
-    >>> pca.transform(X).shape
-    (50, 3)
+    >>> path = os.path.join(tempfile.mkdtemp(), "scaler.skdae")
+    >>> skdae.save(MinMaxScaler().fit(load_digits().data), path, metadata={"data": "digits"})
+    >>> scaler, metadata = skdae.load(path, return_metadata=True)
+    >>> metadata, scaler.n_features_in_
+    ({'data': 'digits'}, 64)
     """
     zf, file_size, header = _open(path)
     name = os.fspath(path)
