@@ -311,18 +311,21 @@ class MutatedFile:
 @st.composite
 def mutated_file(draw, model_bytes):
     """A damaged copy of ``model_bytes`` (a :class:`MutatedFile`)."""
+    # Array and JSON mutations first: hypothesis shrinks towards 0, so a failure is
+    # reported as the plainest mutation that shows it.
     how = draw(st.integers(0, 9))
-    if how == 0:
+    if how == 9:
         return MutatedFile(*draw(mutate_bytes(model_bytes)))
     header, arrays = split(model_bytes)
     done = []
-    if how in (1, 2):
+    retype = how in (7, 8)
+    if retype:
         # Every float array as float32 (the fixtures' models are float64): for most
         # estimators a consistent model, as if trained on float32 data, that must load
         # and work; sometimes with one more mutation on top.
         arrays = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays]
         done.append("every float array as float32")
-    for _ in range(draw(st.integers(0, 1) if how in (1, 2) else st.integers(1, 2))):
+    for _ in range(draw(st.integers(0, 1) if retype else st.integers(1, 2))):
         if draw(st.booleans()) and arrays:
             i = draw(st.integers(0, len(arrays) - 1))
             arrays[i], what = draw(mutated_array(arrays[i]))
