@@ -70,7 +70,8 @@ def _use_transformer(report, model, X, prefix):
     learner, inputs = model, lambda: X
     if hasattr(model, "steps"):
         learner = model.steps[-1][1]
-        inputs = lambda: model[:-1].transform(X)  # noqa: E731
+        if len(model.steps) > 1:
+            inputs = lambda: model[:-1].transform(X)  # noqa: E731
     # Only skdae's own score_samples: PCA's is the likelihood of a probabilistic model,
     # not finite for some PCAs that scikit-learn fits itself (noise_variance_ = 0), and
     # scikit-learn's to answer for.

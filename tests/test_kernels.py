@@ -181,10 +181,25 @@ def test_dense_forward_saturates_without_nan():
 # ------------------------------------------------------------------------------ GEMM
 
 
-@numba.njit
-def _gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+def _call_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
     # gemm is called from compiled kernels only; this is the smallest such caller.
     _blas.gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+# Any argument types (compiled per call signature): for the calls that must be refused.
+_gemm = numba.njit(_call_gemm)
+# Strided ("A" layout) float32 and float64 blocks only, compiled once and cached: the
+# property test below passes views of every shape, which would otherwise each compile
+# a contiguous and a strided variant.
+_gemm_strided = numba.njit(
+    [
+        numba.void(numba.boolean, numba.boolean, numba.int64, numba.int64, numba.int64,
+                   numba.float64, array, numba.int64, array, numba.int64, numba.float64,
+                   array, numba.int64)  # fmt: skip
+        for array in (numba.float32[:, :], numba.float64[:, :])
+    ],
+    cache=True,
+)(_call_gemm)
 
 
 @fast
@@ -211,7 +226,7 @@ def test_gemm_on_blocks_of_larger_arrays_matches_numpy(m, n, k, trans_a, trans_b
     expected[pad:, pad:] = alpha * op_a.astype(np.float64) @ op_b + beta * C
     # BLAS wants leading dimensions >= 1 even for empty blocks.
     lda, ldb, ldc = (max(1, X.shape[1]) for X in (A_full, B_full, C_full))
-    _gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    _gemm_strided(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     assert_allclose(C_full, expected, **tol(dtype))
 
 
