@@ -111,7 +111,10 @@ class FineTuner:
         with thread_limits(est.n_jobs):
             loss_sum, t = kernels.finetune_epoch(
                 Xs, order, est._params, self.grads, state_a, state_b, est.t_,
-                self.optimizer.kind, lr, momentum, beta_1, beta_2, epsilon, est.alpha,
+                # Floats, never Python ints: an int hyperparameter beyond int64 (valid to
+                # the parameter constraints) would not fit the kernel's signature.
+                self.optimizer.kind, float(lr), float(momentum), float(beta_1),
+                float(beta_2), float(epsilon), float(est.alpha),
                 self.batch, layout.shapes, layout.w_off, layout.b_off, self.act_kind,
                 LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
                 self.delta_b,

@@ -178,7 +178,7 @@ def check_fitted_state(est, check_values=True):
     if loss == "cross_entropy" and est.visible_units_ != "bernoulli":
         check.fail("loss_ is cross_entropy but the visible units are not Bernoulli")
     for name in ("n_iter_", "t_", "_no_improvement_count"):
-        check.integer(name)
+        check.integer(name, 0, 2**62)  # counters the kernels add to in int64
     check.integer("_seed", 0, 2**63)
     check.boolean("_pretrain_interrupted")
     check.numbers("loss_curve_")

@@ -108,7 +108,8 @@ class CDTrainer:
                 squared_error = kernels.cd_epoch(
                     X, order, self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis,
                     self.vel_hid, self.visible_kind, self.hidden_kind, self.cd_steps,
-                    self.persistent, chain, self.learning_rate, momentum, self.weight_decay,
+                    self.persistent, chain, float(self.learning_rate), float(momentum),
+                    float(self.weight_decay),
                     batch, seed, V_stack, H_stack, H_sample,
                 )
                 error = squared_error / n_samples

@@ -303,7 +303,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         for name in self._TRAINING_ARRAYS:
             if not getattr(self, name).flags.c_contiguous:
                 check.fail(f"{name} is not a contiguous array")
-        check.integer("n_iter_")
+        check.integer("n_iter_", 0, 2**62)
         check.integer("_seed", 0, 2**63)
         check.numbers("reconstruction_error_curve_")
 

@@ -271,3 +271,15 @@ def test_fingerprint_covers_the_weights_and_ignores_the_new_parameter_at_its_v1_
     assert fingerprint(ae) == digest
     assert fingerprint(ae.set_params(pretrain_momentum_switch_epoch=5)) == digest
     assert fingerprint(ae.set_params(pretrain_momentum_switch_epoch=3)) != digest
+
+
+def test_huge_integer_hyperparameters_reach_the_kernels_as_floats(X):
+    # 10**30 passes Interval(Real) but would not fit a kernel's int64 argument.
+    ae = small_ae(max_iter=1, solver="sgd", learning_rate=1e-3, alpha=0, momentum=0).fit(X)
+    ae.set_params(alpha=10**30)
+    with pytest.raises(ValueError, match="diverged"):
+        ae.partial_fit(X)
+    rbm = RBM(n_components=4, max_iter=1, random_state=0, weight_decay=0).fit(X)
+    rbm.set_params(weight_decay=10**30)
+    with pytest.raises(ValueError, match="diverged"):
+        rbm.partial_fit(X)
