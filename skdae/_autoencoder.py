@@ -32,6 +32,7 @@ from ._network import (
     unrolled_sizes,
 )
 from ._pretraining import pretrain_stack
+from ._schedule import reset_schedule, schedule_step
 from ._stream import Holdout
 
 # Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1).
@@ -112,6 +113,12 @@ class RBMStackAutoencoder(
     tol : float, default=1e-4
     batch_size : int, default=100
         Examples per minibatch, for pretraining and fine-tuning.
+    samples_per_pass : int or None, default=None
+        Length of a pass over the data in :meth:`partial_fit`'s schedule (usually the
+        number of training samples): with it, successive ``partial_fit`` calls pretrain
+        each RBM for ``pretrain_epochs`` passes and then fine-tune, as ``fit`` does.
+        ``None``: the first ``partial_fit`` call pretrains on its own chunk. See
+        :meth:`partial_fit`. ``fit`` ignores it.
     chunk_size : int or None, default=None
         Rows read at a time. Every phase of a fit (the statistics pass, each RBM, fine-
         tuning, validation) streams its data in chunks of this many rows, shuffling the
@@ -227,6 +234,7 @@ class RBMStackAutoencoder(
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "samples_per_pass": [None, Interval(Integral, 1, None, closed="left")],
         "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
@@ -263,6 +271,7 @@ class RBMStackAutoencoder(
         n_iter_no_change=10,
         tol=1e-4,
         batch_size=100,
+        samples_per_pass=None,
         chunk_size=None,
         n_jobs=None,
         random_state=None,
@@ -295,6 +304,7 @@ class RBMStackAutoencoder(
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.batch_size = batch_size
+        self.samples_per_pass = samples_per_pass
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -303,7 +313,8 @@ class RBMStackAutoencoder(
     # Parameters added after model-file format 1, with the value that reproduces what
     # format-1 models did: at that value they stay out of the fingerprint, so archives
     # written before still decode (see skdae._persist.fingerprint).
-    _params_added_after_v1 = {"pretrain_momentum_switch_epoch": 5, "chunk_size": None}
+    _params_added_after_v1 = {"pretrain_momentum_switch_epoch": 5, "chunk_size": None,
+                              "samples_per_pass": None}
 
     # ------------------------------------------------------------------ fitting
 
@@ -333,20 +344,39 @@ class RBMStackAutoencoder(
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
-        """One fine-tuning epoch on ``X``; the first call also builds the network.
+        """One step of training on the chunk ``X``; the first call also builds the network.
 
-        The first call resolves the visible units and the standardisation from this
-        ``X``, pretrains the RBM stack on it (``pretrain_epochs`` per layer, unless
-        ``pretrain=False``), and runs one fine-tuning epoch. Each later call runs one
-        fine-tuning epoch on the ``X`` it is given, continuing the optimiser's state and
-        the random streams of ``fit``. There is no validation data: after an
-        ``early_stopping`` fit, ``partial_fit`` continues from the weights kept and
-        tracks the training loss in ``best_loss_``.
+        What a step is depends on ``samples_per_pass``:
+
+        - ``samples_per_pass=None`` (default): the first call resolves the units and
+          pretrains the whole RBM stack on this first chunk (``pretrain_epochs`` per
+          layer), then every call, the first included, runs one fine-tuning epoch on its
+          chunk.
+        - ``samples_per_pass=n``: the calls walk ``fit``'s schedule, ``n`` samples making
+          a pass: RBM 1 trains ``pretrain_epochs`` passes, then RBM 2 (fed through the
+          frozen RBM 1), ..., then fine-tuning, as long as calls come. Each call trains
+          the current phase once on its chunk (rows shuffled). Streaming the data through
+          ``n_layers * pretrain_epochs + max_iter`` times (for example with
+          ``dask_ml.wrappers.Incremental``: ``fit`` once, then ``partial_fit``) trains
+          the model ``fit`` trains, with the data shuffled by chunk.
+
+        Departures from scikit-learn's ``partial_fit`` conventions, and why: a call is
+        one step of a schedule, not one optimisation step, because a stack must be
+        pretrained before it is fine-tuned and a caller such as Dask's ``Incremental``
+        cannot say where a pass over the data ends; hence the schedule's length as the
+        named parameter ``samples_per_pass``. The visible units and the Gaussian
+        standardisation come from the first chunk (make it representative). ``max_iter``
+        does not stop ``partial_fit``, and neither do ``early_stopping`` and
+        ``n_iter_no_change`` (there is no validation data; the training loss is tracked
+        in ``best_loss_``). ``n_iter_`` and ``loss_curve_`` count fine-tuning passes
+        (epochs without a schedule), ``pretrain_curves_`` pretraining passes. As
+        scikit-learn's, every call returns ``self``, needs the fitted feature count and
+        continues the optimiser's state and the random streams of ``fit``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data.
+            Training data (in memory, sparse or out of core).
         y : None
             Ignored.
 
@@ -357,17 +387,24 @@ class RBMStackAutoencoder(
         """
         first_call = not hasattr(self, "n_iter_")
         data = self._training_rows(X, reset=first_call)
+        scheduled = self.samples_per_pass is not None
         with stop_on_ctrl_c() as stop:
             if first_call:
                 rng = check_random_state(self.random_state)
-                self._initialize(data, rng, stop, validation=False)
+                self._initialize(data, rng, stop, validation=False, pretrain_now=not scheduled)
                 if self._pretrain_interrupted:
                     return self
-            self._fine_tune(data, 1, stop, warn_max_iter=False)
+                reset_schedule(self, pretraining=scheduled and self.pretrain)
+            if scheduled:
+                self._check_fitted_state(check_values=False)
+                schedule_step(self, data, stop)
+            else:
+                self._fine_tune(data, 1, stop, warn_max_iter=False)
         return self
 
-    def _initialize(self, data, rng, stop, validation):
-        """Resolve the loss, hold out validation rows, build and pretrain."""
+    def _initialize(self, data, rng, stop, validation, pretrain_now=True):
+        """Resolve the loss, hold out validation rows, build and (with ``pretrain_now``)
+        pretrain; the unrolled decoder starts from the RBMs' weights either way."""
         sizes = unrolled_sizes(data.n_features, self._hidden_sizes())
         dtype = data.dtype
         self.loss_ = self._resolve_loss()
@@ -386,12 +423,13 @@ class RBMStackAutoencoder(
                  np.zeros(n_vis, dtype), np.zeros(n_hid, dtype))
                 for n_vis, n_hid in zip(sizes[:n_layers], sizes[1 : n_layers + 1])
             ]
+        if self.pretrain and pretrain_now:
             self.pretrain_curves_, self._pretrain_interrupted = pretrain_stack(
                 data, encoder, self._rbm_unit_types(n_layers), self._cd_settings,
                 self.pretrain_epochs, key=(self._seed, _PRETRAIN_STREAM), stop=stop,
                 n_jobs=self.n_jobs, verbose=self.verbose,
             )
-        else:
+        if not self.pretrain:
             encoder = [
                 (glorot(rng, n_in, n_out, dtype).T, np.zeros(n_in, dtype),
                  np.zeros(n_out, dtype))
@@ -410,6 +448,7 @@ class RBMStackAutoencoder(
         self._optimizer_state = None
         self.n_iter_ = 0
         self.t_ = 0
+        reset_schedule(self, pretraining=False)
 
     def _resolve_loss(self):
         if self.loss == "auto":

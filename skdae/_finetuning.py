@@ -68,19 +68,12 @@ class FineTuner:
         """Up to ``epochs`` epochs on ``data`` (:class:`skdae._stream.Rows`); early
         stopping on its held-out rows when it has some."""
         est = self.estimator
-        name = type(est).__name__
         for _ in range(epochs):
             snapshot = self._snapshot()
             tic = time.perf_counter()
             try:
                 loss = self._epoch(data)
-                if not (np.isfinite(loss) and np.isfinite(est._params).all()):
-                    self._restore(snapshot)
-                    raise ValueError(
-                        f"{name} fine-tuning diverged at epoch {est.n_iter_ + 1}: the loss is "
-                        f"{loss}. The weights and the optimiser state were reset to the last "
-                        "finite epoch. Lower learning_rate, or standardise the input."
-                    )
+                self._check_finite(loss, snapshot)
                 message, converged = self._record(loss, data)
             except KeyboardInterrupt:
                 self._restore(snapshot)
@@ -96,19 +89,51 @@ class FineTuner:
         else:
             if warn_max_iter and epochs > 1:
                 warnings.warn(
-                    f"{name}: maximum iterations ({est.max_iter}) reached and the "
+                    f"{type(est).__name__}: maximum iterations ({est.max_iter}) reached and the "
                     "optimisation hasn't converged yet.",
                     ConvergenceWarning,
                 )
         if self.best_params is not None:
             est._params[...] = self.best_params
 
-    def _epoch(self, data):
+    def step(self, data, stop, key):
+        """One pass over ``data`` as a transaction, drawing from ``epoch_rng(*key)``,
+        without an epoch's bookkeeping (the ``partial_fit`` schedule records passes with
+        :meth:`record`); returns the mean loss, or None when it was rolled back."""
+        snapshot = self._snapshot()
+        try:
+            loss = self._epoch(data, key)
+            self._check_finite(loss, snapshot)
+        except KeyboardInterrupt:
+            self._restore(snapshot)
+            self._warn_interrupted("the step in progress was rolled back")
+            return None
+        if stop.requested:
+            self._warn_interrupted("the step in progress was completed")
+        return loss
+
+    def record(self, loss):
+        """Record a completed pass of the ``partial_fit`` schedule, as an epoch."""
+        message, _ = self._record(loss, None)
+        if self.estimator.verbose:
+            print(message, flush=True)
+
+    def _check_finite(self, loss, snapshot):
+        est = self.estimator
+        if not (np.isfinite(loss) and np.isfinite(est._params).all()):
+            self._restore(snapshot)
+            raise ValueError(
+                f"{type(est).__name__} fine-tuning diverged at epoch {est.n_iter_ + 1}: the "
+                f"loss is {loss}. The weights and the optimiser state were reset to the last "
+                "finite epoch. Lower learning_rate, or standardise the input."
+            )
+
+    def _epoch(self, data, key=None):
         """One epoch of the kernel over every chunk; returns the mean per-sample loss."""
         from ._kernels import _backprop as kernels
 
         est, layout = self.estimator, self.layout
-        rng = epoch_rng(est._seed, FINETUNE_STREAM, est.n_iter_)
+        rng = epoch_rng(*(key or (est._seed, FINETUNE_STREAM, est.n_iter_)))
         optimizer = self.optimizer.kernel_arguments(est._optimizer_state)
         state_a, state_b, lr, momentum, beta_1, beta_2, epsilon = optimizer
         rest = (est._params, self.grads, state_a, state_b)
@@ -136,7 +161,7 @@ class FineTuner:
         est.n_iter_ += 1
         est.loss_curve_.append(float(loss))
         message = f"[fine-tune] epoch {est.n_iter_}, {est.loss_} {loss:.4f}"
-        validate = data.holdout is not None
+        validate = data is not None and data.holdout is not None
         if validate:
             score = -validation_error(est, data)
             est.validation_scores_.append(score)

@@ -258,15 +258,3 @@ def test_codec_compresses_out_of_core_input(digits, tmp_path, monkeypatch):
     blob = codec.compress(images)
     monkeypatch.setattr(skdae.codec, "_CHUNK_ROWS", 10**6)
     assert blob == codec.compress(digits.reshape(-1, 8, 8))
-
-
-def test_parallel_post_fit_gives_lazy_dask_codes(digits):
-    da = pytest.importorskip("dask.array")
-    wrappers = pytest.importorskip("dask_ml.wrappers")
-    model = wrappers.ParallelPostFit(ae()).fit(digits)
-    X = da.from_array(digits, chunks=(500, 64))
-    codes = model.transform(X)
-    assert isinstance(codes, da.Array) and codes.shape == (len(digits), 8)
-    assert_allclose(codes.compute(), model.estimator_.transform(digits), rtol=1e-5, atol=1e-6)
-    # Without the wrapper a Dask array is read chunk by chunk into NumPy.
-    assert isinstance(model.estimator_.transform(X), np.ndarray)
