@@ -110,6 +110,11 @@ class Source:
     def read(self, r0, r1):
         """Rows ``r0:r1``: a float ndarray, or a CSR matrix for sparse input."""
         block = self.X[r0:r1]
+        if hasattr(block, "dask") and hasattr(block, "compute"):
+            # Computed in the calling thread (the reader thread during training, which
+            # overlaps it with the kernels): a thread pool of Dask's own would compete
+            # with the kernels' threads for the same cores.
+            block = block.compute(scheduler="synchronous")
         if self.sparse:
             block = sp.csr_matrix(block)
             block.data = as_float(block.data, self.dtype, self.intensities)
