@@ -111,6 +111,7 @@ def dataset(n, data_dir, kind):
     done = path.with_name(path.name + ".done")
     tic = time.perf_counter()
     if not done.exists():
+        wait_for_quiet()
         if kind == "zarr":  # the same images as the memmap, copied chunk by chunk
             import zarr
 

@@ -117,12 +117,23 @@ class Source:
             block = block.compute(scheduler="synchronous")
         if self.sparse:
             block = sp.csr_matrix(block)
+            _check_csr(block)
             block.data = as_float(block.data, self.dtype, self.intensities)
             return block
         block = as_float(np.asarray(block), self.dtype, self.intensities)
         if block.shape != (r1 - r0, self.n_features):
             raise ValueError(f"reading rows {r0}:{r1} gave an array of shape {block.shape}")
         return np.ascontiguousarray(block)
+
+
+def _check_csr(block):
+    """The kernels index with ``indices`` and ``indptr``: check them before any call."""
+    n_rows, n_cols = block.shape
+    indptr, indices = block.indptr, block.indices
+    if (len(indptr) != n_rows + 1 or indptr[0] != 0 or indptr[-1] != len(indices)
+            or len(block.data) != len(indices) or (np.diff(indptr) < 0).any()
+            or (len(indices) and (indices.min() < 0 or indices.max() >= n_cols))):
+        raise ValueError("the sparse matrix has inconsistent indices or indptr")
 
 
 class ColumnStats:

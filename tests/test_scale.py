@@ -318,3 +318,10 @@ def test_private_memory_does_not_grow_with_n_samples(tmp_path):
     # up to three 6 MB chunks are alive at once, depending on timing); the float32 data
     # alone would be 220 MB more. Measured: 238 MB for both.
     assert peaks[n_big] - peaks[10_000] < 40 * 2**20, peaks
+
+
+def test_malformed_sparse_input_is_refused_before_any_kernel(digits):
+    X = sp.csr_matrix(digits[:100])
+    X.indices[5] = 64  # one column past the end: a kernel would write out of bounds
+    with pytest.raises(ValueError, match="indices"):
+        rbm().fit(X)
