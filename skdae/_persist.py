@@ -68,7 +68,7 @@ ALLOWED_CLASSES = {
 
 # Runtime-only parameters, left out of fingerprints: changing them does not change what a
 # model computes.
-_RUNTIME_PARAMS = frozenset({"verbose", "n_jobs"})
+_RUNTIME_PARAMS = frozenset({"verbose", "n_jobs", "chunk_size"})
 
 _ATTR_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]*_|_[A-Za-z][A-Za-z0-9_]*)$")
 _ARRAY_KINDS = frozenset("biufcUS")

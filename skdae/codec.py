@@ -503,7 +503,9 @@ class Codec(BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, *sample_shape)
             Samples in the model's input space (e.g. images scaled to [0, 1]). The sample
-            shape is stored, and :meth:`decompress` returns the same shape.
+            shape is stored, and :meth:`decompress` returns the same shape. An
+            out-of-core array (``np.memmap``, Zarr, h5py, Dask) is read 16,384 samples at
+            a time: only the quantized codes of all samples are held in memory.
 
         Returns
         -------

@@ -188,12 +188,14 @@ def test_grid_search_and_encoding_on_a_local_cluster(digits):
     grid = [{"reduce": [ae(max_iter=2, pretrain_epochs=1)],
              "reduce__hidden_layer_sizes": [(16, 8), (32, 8)]},
             {"reduce": [PCA(8)]}]
+    # In this process first: with an empty Numba cache (CI) this compiles the kernels
+    # into the cache, from which the workers then load them.
+    local = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=2, n_jobs=1).fit(X)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         with joblib.parallel_config("dask"):
             search = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=2).fit(X)
-        local = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=2, n_jobs=1).fit(X)
         assert_allclose(search.cv_results_["mean_test_score"],
                         local.cv_results_["mean_test_score"], rtol=1e-5)
         # Encode a Dask array on the workers, lazily.
