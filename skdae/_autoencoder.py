@@ -126,9 +126,10 @@ class RBMStackAutoencoder(
         out-of-core input also goes chunk by chunk. ``None``: an in-memory array (NumPy
         or SciPy sparse) is one chunk, so every epoch is a full shuffle, and an
         out-of-core array (``np.memmap``, Zarr, h5py, Dask, ...) is read in chunks of
-        64 MiB of float rows, rounded down to whole minibatches (21,400 MNIST
-        images). Best a multiple of ``batch_size`` (a chunk's last minibatch is
-        smaller otherwise). Memory grows with the chunk, never with the data.
+        64 MiB of float rows, rounded down to whole chunks of a chunked store (Zarr,
+        h5py, Dask) or else to whole minibatches (21,400 MNIST images). Best a
+        multiple of ``batch_size`` (a chunk's last minibatch is smaller otherwise).
+        Memory grows with the chunk, never with the data.
     n_jobs : int, default=None
         Numba threads that run the kernels' blocks in parallel (BLAS itself is pinned to
         one thread inside them). ``None`` and ``-1`` use every thread Numba may use (all

@@ -18,6 +18,7 @@ from ._stream import (
     default_chunk_rows,
     is_out_of_core,
     is_sparse,
+    store_chunk_rows,
 )
 
 UNIT_RANGE_HINT = (
@@ -214,12 +215,12 @@ class VisibleUnitsMixin:
             X = as_float(X, np.float32)  # 8-bit intensities, as skdae._stream reads them
         return validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=reset)
 
-    def _chunk_rows(self, n_samples, n_features, dtype, out_of_core):
+    def _chunk_rows(self, n_samples, n_features, dtype, out_of_core, X=None):
         if self.chunk_size is not None:
             return min(n_samples, self.chunk_size)
         if not out_of_core:
             return n_samples
-        return default_chunk_rows(n_features, dtype, self.batch_size)
+        return default_chunk_rows(n_features, dtype, self.batch_size, store_chunk_rows(X))
 
     def _training_rows(self, X, *, reset):
         """``X`` validated and wrapped as :class:`~skdae._stream.Rows` in visible units.
@@ -243,7 +244,7 @@ class VisibleUnitsMixin:
                 X = X.astype(self._dtype, copy=False)
             n_samples, dtype = X.shape[0], X.dtype
         n_features = self.n_features_in_
-        chunk_rows = self._chunk_rows(n_samples, n_features, dtype, out_of_core)
+        chunk_rows = self._chunk_rows(n_samples, n_features, dtype, out_of_core, X)
         moments = reset and self.visible_units != "bernoulli"
         stats = ColumnStats()
         for r0 in range(0, n_samples, chunk_rows):
@@ -311,7 +312,7 @@ class VisibleUnitsMixin:
         dtype = self._dtype if dtype is None else dtype
         out = np.empty((n, *n_out), dtype) if out is None else _check_out(out, (n, *n_out))
         step = self.chunk_size or default_chunk_rows(source.n_features, self._dtype,
-                                                     self.batch_size)
+                                                     self.batch_size, store_chunk_rows(X))
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             block = source.read(r0, r1)

@@ -73,8 +73,8 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         input also goes chunk by chunk. ``None``: an in-memory array (NumPy or SciPy
         sparse) is one chunk (a full shuffle every epoch), and an out-of-core array
         (``np.memmap``, Zarr, h5py, Dask, ...) is read in chunks of 64 MiB of float
-        rows, rounded down to whole minibatches. Sparse input stays sparse: each
-        minibatch is densified on its own.
+        rows, rounded down to whole chunks of a chunked store or else to whole
+        minibatches. Sparse input stays sparse: each minibatch is densified on its own.
     n_jobs : int, default=None
         Numba threads that run the kernels' blocks in parallel (BLAS itself is pinned to
         one thread inside them). ``None`` and ``-1`` use every thread Numba may use (all

@@ -75,9 +75,25 @@ def as_float(block, dtype, intensities=True):
     return np.asarray(block, dtype=dtype)
 
 
-def default_chunk_rows(n_features, dtype, batch_size):
+def default_chunk_rows(n_features, dtype, batch_size, store_rows=None):
+    """Rows of 64 MiB of float rows, rounded down to whole chunks of the store (so no
+    store chunk is decompressed twice) or else to whole minibatches."""
     rows = DEFAULT_CHUNK_BYTES // max(1, n_features * np.dtype(dtype).itemsize)
-    return max(batch_size, rows // batch_size * batch_size)
+    unit = store_rows or batch_size
+    return max(unit, rows // unit * unit)
+
+
+def store_chunk_rows(X):
+    """Rows per chunk of a chunked store (Zarr, h5py, a regular Dask array), or None."""
+    chunks = getattr(X, "chunks", None)
+    if not isinstance(chunks, tuple) or not chunks:
+        return None
+    first = chunks[0]
+    if isinstance(first, (int, np.integer)):
+        return int(first) if first > 0 else None
+    if isinstance(first, tuple) and first and len(set(first[:-1])) <= 1:
+        return int(first[0]) if first[0] > 0 else None
+    return None
 
 
 class Source:

@@ -164,6 +164,10 @@ def test_default_chunking_is_one_chunk_in_memory_and_bounded_out_of_core(digits,
     assert model._chunk_rows(10**6, 784, np.float32, out_of_core=True) == (
         DEFAULT_CHUNK_BYTES // (784 * 4) // 50 * 50)
     assert model._chunk_rows(len(big), 300_000, np.float32, out_of_core=False) == 2
+    zarr = pytest.importorskip("zarr")  # rounded to whole chunks of the store
+    store = zarr.create_array(store=str(tmp_path / "z"), shape=(10**6, 784), dtype=np.uint8,
+                              chunks=(8192, 784))
+    assert model._chunk_rows(10**6, 784, np.float32, True, store) == 16384
 
 
 # ------------------------------------------------------------------- input checks
