@@ -111,7 +111,6 @@ def dataset(n, data_dir, kind):
     done = path.with_name(path.name + ".done")
     tic = time.perf_counter()
     if not done.exists():
-        wait_for_quiet()
         if kind == "zarr":  # the same images as the memmap, copied chunk by chunk
             import zarr
 
@@ -183,7 +182,8 @@ def child_fit(spec):
 
 
 def run_child(spec):
-    wait_for_quiet()
+    if spec["n"] >= 1_000_000:  # each 1M-image fit is a heavy run of its own
+        wait_for_quiet()
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True)
     if proc.returncode:
@@ -199,8 +199,9 @@ WAIT = True
 
 
 def wait_for_quiet(limit=1.0, patience=1200):
-    """Wait (up to ``patience`` seconds) for a 1-minute load below ``limit`` (not in
-    --quick runs): the machine is shared."""
+    """Wait (up to ``patience`` seconds, polling every 30 s) for a 1-minute load below
+    ``limit`` before each section and each 1M-image fit (not in --quick runs): the
+    machine is shared. The load at the start of each measurement is recorded."""
     start = time.time()
     if not WAIT:
         return
@@ -285,7 +286,6 @@ def section_grid(args):
     X, pipe, grid = _grid(args.grid_n)
     rows = []
     for label in ("n_jobs=1", "n_jobs=2", "LocalCluster 2x1"):
-        wait_for_quiet()
         tic = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -331,7 +331,8 @@ def section_quality(args):
             return RBMStackAutoencoder(HIDDEN, random_state=seed, **QUALITY_EPOCHS, **extra)
 
         runs = {"in-memory fit (full shuffle)": lambda: model().fit(X),
-                f"memmap, chunks of {QUALITY_CHUNK}": lambda: model(chunk_size=QUALITY_CHUNK).fit(mm)}
+                f"memmap, chunks of {QUALITY_CHUNK}":
+                    lambda: model(chunk_size=QUALITY_CHUNK).fit(mm)}
 
         def incremental():
             inc = Incremental(model(samples_per_pass=n_train), shuffle_blocks=True,
@@ -345,7 +346,6 @@ def section_quality(args):
 
         runs[f"Incremental, blocks of {QUALITY_BLOCK}"] = incremental
         for label, run in runs.items():
-            wait_for_quiet()
             tic = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -424,8 +424,10 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=SECTIONS)
     parser.add_argument("--sizes", nargs="+", type=int, default=None)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "skdae-scale",
-                        help="where the augmented images are written (default: /tmp/skdae-scale)")
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "skdae-scale",
+                        help="where the augmented images are written (default: "
+                        "/tmp/skdae-scale)")
     parser.add_argument("--max-in-memory", type=int, default=250_000,
                         help="largest N fitted as an in-memory array")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -444,7 +446,8 @@ def main(argv=None):
     sections = args.only or DEFAULT_SECTIONS
     payload = {"machine": machine(), "model": list(HIDDEN), "quick": args.quick}
     for name in sections:
-        print(f"== {name}", flush=True)
+        wait_for_quiet()  # each section is a heavy run: start it on a quiet machine
+        print(f"== {name} (load {os.getloadavg()[0]:.2f})", flush=True)
         payload[name] = globals()[f"section_{name}"](args)
     report(payload)
     name = args.output or ("scale_quick.json" if args.quick else
