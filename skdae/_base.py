@@ -245,11 +245,23 @@ class VisibleUnitsMixin:
             n_samples, dtype = X.shape[0], X.dtype
         n_features = self.n_features_in_
         chunk_rows = self._chunk_rows(n_samples, n_features, dtype, out_of_core, X)
-        moments = reset and self.visible_units != "bernoulli"
+        def chunks():
+            for r0 in range(0, n_samples, chunk_rows):
+                r1 = min(n_samples, r0 + chunk_rows)
+                yield source.read(r0, r1) if out_of_core or sparse else X[r0:r1]
+
+        # In memory, "auto" needs the moments only for Gaussian units: a second pass
+        # then, rather than a float64 pass over Bernoulli data; out of core, one pass.
+        moments = reset and (self.visible_units == "gaussian" or (
+            self.visible_units == "auto" and (out_of_core or sparse)))
         stats = ColumnStats()
-        for r0 in range(0, n_samples, chunk_rows):
-            r1 = min(n_samples, r0 + chunk_rows)
-            stats.update(source.read(r0, r1) if out_of_core or sparse else X[r0:r1], moments)
+        for block in chunks():
+            stats.update(block, moments)
+        if reset and not moments and self.visible_units == "auto" and not (
+                stats.min >= 0 and stats.max <= 1):
+            stats = ColumnStats()
+            for block in chunks():
+                stats.update(block, True)
         if reset:
             self._resolve_visible_units(stats, dtype)
         elif self.visible_units_ == "bernoulli":
