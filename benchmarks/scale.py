@@ -17,13 +17,13 @@ fit       For N = 60k, 250k and 1M "infinite MNIST" images (random shifts, rotat
           /proc/self/status; the data's page cache is file-backed and not counted).
 upper     How upper RBMs of a streamed fit get their data: recomputed through the frozen
           layers below at every epoch, or spilled once to a temporary memmap. 250k
-          memmapped images, 3 pretraining epochs per RBM.
-quality   (only with ``--only quality``) MNIST 60,000 / 10,000, 784-1000-500-250-30, 5
-          pretraining epochs per RBM and 10 fine-tuning epochs, seeds 0, 1, 2: test error
+          memmapped images (``--upper-n``), 3 pretraining epochs per RBM.
+quality   (only with ``--only quality``) MNIST 60,000 / 10,000, 784-1000-500-250-30, 2
+          pretraining epochs per RBM and 4 fine-tuning epochs, seeds 0, 1, 2: test error
           (squared error per image) of an in-memory fit (a full shuffle every epoch), of a
           fit streamed from a memmap in chunks of 5,000 rows (chunk order and rows within
           chunks shuffled), and of ``dask_ml.wrappers.Incremental`` over a Dask array of
-          6,000-row blocks (``samples_per_pass=60000``, 4 x 5 + 10 passes).
+          6,000-row blocks (``samples_per_pass=60000``, 4 x 2 + 4 passes).
 grid      ``GridSearchCV`` over a Pipeline (MinMaxScaler, then RBMStackAutoencoder or PCA)
           on 10,000 MNIST images, cv=2: wall time with n_jobs=1, n_jobs=2 and on a
           2-worker ``distributed.LocalCluster`` (joblib's Dask backend); and a worker's
@@ -54,7 +54,7 @@ SECTIONS = ("fit", "upper", "grid", "quality")
 DEFAULT_SECTIONS = ("fit", "upper", "grid")
 # quality: Hinton & Salakhutdinov's model with fewer epochs than skdae's defaults (10 per
 # RBM, 50 fine-tuning), so that 9 fits take minutes each, not hours.
-QUALITY_EPOCHS = {"pretrain_epochs": 5, "max_iter": 10}
+QUALITY_EPOCHS = {"pretrain_epochs": 2, "max_iter": 4}
 QUALITY_CHUNK = 5000
 QUALITY_BLOCK = 6000
 KINDS = ("memory", "memmap", "zarr", "dask")
@@ -154,7 +154,7 @@ def child_fit(spec):
     import skdae._pretraining
     from skdae import RBMStackAutoencoder
 
-    skdae._pretraining.UPPER_LAYERS = spec.get("upper", "recompute")
+    skdae._pretraining.UPPER_LAYERS = spec.get("upper", "auto")
     X = open_input(spec["n"], Path(spec["data_dir"]), spec["kind"])
     model = RBMStackAutoencoder(HIDDEN, pretrain_epochs=spec["pretrain_epochs"],
                                 max_iter=spec["max_iter"], random_state=0, verbose=1)
@@ -431,6 +431,7 @@ def main(argv=None):
     parser.add_argument("--max-in-memory", type=int, default=250_000,
                         help="largest N fitted as an in-memory array")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--upper-n", type=int, default=None)
     parser.add_argument("--output", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -441,7 +442,7 @@ def main(argv=None):
     global WAIT
     WAIT = not args.quick
     args.sizes = args.sizes or ([20_000, 40_000] if args.quick else [60_000, 250_000, 1_000_000])
-    args.upper_n = 20_000 if args.quick else 250_000
+    args.upper_n = args.upper_n or (20_000 if args.quick else 250_000)
     args.grid_n = 2_000 if args.quick else 10_000
     sections = args.only or DEFAULT_SECTIONS
     payload = {"machine": machine(), "model": list(HIDDEN), "quick": args.quick}

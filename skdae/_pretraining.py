@@ -20,10 +20,14 @@ _CHUNK_ROWS = 4096
 
 # How an upper RBM of a streamed fit gets its data: "recompute" runs every chunk through
 # the frozen layers below at every epoch; "spill" writes the layer below's output once to
-# a temporary memory-mapped file (SPILL_DIR, default the system's temporary folder).
-# Measured in benchmarks/scale.py (see the README's scale section); "recompute" is the
-# default because it needs no disk and costs little when RBMs train a few epochs.
-UPPER_LAYERS = "recompute"
+# an unlinked temporary file (in SPILL_DIR, default the system's temporary folder) and
+# reads it back memory-mapped; "auto" spills when an RBM trains two epochs or more (with
+# one, both compute the layers below once) and the disk has room for twice the file plus
+# 1 GiB, and recomputes otherwise. Measured in benchmarks/scale.py (README, "Scale"): an
+# upper RBM's epoch costs 2-4x less from a spill file, since recomputing it means a
+# forward pass through every layer below; a spill file takes 4 bytes per sample and
+# hidden unit (4 GB for a million images under a 1000-unit layer), never private memory.
+UPPER_LAYERS = "auto"
 SPILL_DIR = None
 
 
@@ -210,19 +214,32 @@ def next_layer_data(data, W, b_hid, store):
     return readonly(out)
 
 
-def next_layer_rows(data, W, b_hid, store):
+def next_layer_rows(data, W, b_hid, store, epochs):
     """The next RBM's training data: the hidden means of ``data`` under ``(W, b_hid)``.
 
     In memory, all rows are encoded once into ``store`` (:func:`next_layer_data`). Out of
-    core, :data:`UPPER_LAYERS` decides: recompute them chunk by chunk at every epoch, or
-    spill them once to a temporary memory-mapped file.
+    core, :data:`UPPER_LAYERS` decides: recompute them chunk by chunk at every one of the
+    ``epochs``, or spill them once to a temporary memory-mapped file.
     """
     if isinstance(data, ArrayRows) and not isinstance(data.Xs, np.memmap):
         rows = ArrayRows(next_layer_data(data.Xs, W, b_hid, store), data.chunk_rows)
         rows.holdout = data.holdout
         return rows
     encoded = EncodedRows(data, W, b_hid)
-    return spill(encoded, SPILL_DIR) if UPPER_LAYERS == "spill" else encoded
+    return spill(encoded, SPILL_DIR) if _spill_pays(encoded, epochs) else encoded
+
+
+def _spill_pays(rows, epochs):
+    if UPPER_LAYERS != "auto":
+        return UPPER_LAYERS == "spill"
+    if epochs < 2:
+        return False
+    import shutil
+    import tempfile
+
+    size = rows.n_samples * rows.n_features * rows.dtype.itemsize
+    free = shutil.disk_usage(SPILL_DIR or tempfile.gettempdir()).free
+    return free > 2 * size + (1 << 30)
 
 
 def pretrain_stack(data, encoder, unit_types, trainer_settings, epochs, *, key, stop, n_jobs,
@@ -276,5 +293,5 @@ def pretrain_stack(data, encoder, unit_types, trainer_settings, epochs, *, key, 
             if interrupted:
                 return curves, True
             if layer < n_layers - 1:
-                data = next_layer_rows(data, W, b_hid, store)
+                data = next_layer_rows(data, W, b_hid, store, epochs)
     return curves, False

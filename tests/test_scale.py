@@ -72,13 +72,18 @@ def rbm(**params):
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
-def test_stack_reads_at_most_one_chunk_at_a_time(digits, early_stopping):
+@pytest.mark.parametrize("upper", ["recompute", "spill"])
+def test_stack_reads_at_most_one_chunk_at_a_time(digits, early_stopping, upper, monkeypatch):
+    import skdae._pretraining
+
+    monkeypatch.setattr(skdae._pretraining, "UPPER_LAYERS", upper)
     X = RecordingArray(digits, CHUNK)
     model = ae(early_stopping=early_stopping).fit(X)
     n_chunks = -(-len(digits) // CHUNK)
-    # Statistics pass, 2 RBMs x 2 epochs (the upper one recomputed from the input),
-    # 3 fine-tuning epochs, and with early stopping one validation pass per epoch.
-    passes = 1 + 2 * 2 + 3 + (3 if early_stopping else 0)
+    # Statistics pass, 2 RBMs x 2 epochs (the upper one recomputed from the input, or
+    # read from the spill file written in one pass), 3 fine-tuning epochs, and with
+    # early stopping one validation pass per epoch.
+    passes = 1 + 2 + (2 if upper == "recompute" else 1) + 3 + (3 if early_stopping else 0)
     assert len(X.reads) == passes * n_chunks
     assert {r for r in X.reads} == {(r0, min(len(digits), r0 + CHUNK))
                                     for r0 in range(0, len(digits), CHUNK)}
@@ -140,6 +145,25 @@ def test_streamed_fit_is_the_in_memory_fit(digits, tmp_path, scale):
         assert_array_equal(model._params, reference._params, err_msg=name)
         assert model.validation_scores_ == pytest.approx(reference.validation_scores_), name
         assert_array_equal(rbm().fit(container).components_, ref_rbm.components_, err_msg=name)
+
+
+@pytest.mark.parametrize("upper", ["recompute", "spill", "auto"])
+def test_upper_rbms_recomputed_or_spilled_give_the_same_model(digits, tmp_path, monkeypatch,
+                                                               upper):
+    import skdae._pretraining
+
+    reference = ae(early_stopping=True).fit(digits)
+    monkeypatch.setattr(skdae._pretraining, "UPPER_LAYERS", upper)
+    monkeypatch.setattr(skdae._pretraining, "SPILL_DIR", str(tmp_path))
+    spilled = []
+    real_spill = skdae._pretraining.spill
+    monkeypatch.setattr(skdae._pretraining, "spill",
+                        lambda rows, d: spilled.append(1) or real_spill(rows, d))
+    model = ae(early_stopping=True).fit(_memmap(tmp_path, digits))
+    assert_array_equal(model._params, reference._params)
+    # "auto" spills here: two epochs per RBM and room on the disk.
+    assert len(spilled) == (0 if upper == "recompute" else 1)
+    assert not list(tmp_path.glob("tmp*"))  # the spill file is unlinked
 
 
 def test_uint8_is_scaled_by_255_in_memory_and_out_of_core(digits, tmp_path):
