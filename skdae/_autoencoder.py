@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import VisibleUnitsMixin, check_codes, new_seed, readonly, stop_on_ctrl_c
+from ._base import VisibleUnitsMixin, new_seed, stop_on_ctrl_c
 from ._finetuning import FineTuner
 from ._network import (
     activation_kinds,
@@ -32,6 +32,8 @@ from ._network import (
     unrolled_sizes,
 )
 from ._pretraining import pretrain_stack
+from ._schedule import reset_schedule, schedule_step
+from ._stream import Holdout
 
 # Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1).
 _PRETRAIN_STREAM = 0
@@ -113,6 +115,23 @@ class RBMStackAutoencoder(
         Smallest improvement of the loss (or validation score) that counts.
     batch_size : int, default=100
         Examples per minibatch, for pretraining and fine-tuning.
+    samples_per_pass : int or None, default=None
+        Length of a pass over the data in :meth:`partial_fit`'s schedule (usually the
+        number of training samples): with it, successive ``partial_fit`` calls pretrain
+        each RBM for ``pretrain_epochs`` passes and then fine-tune, as ``fit`` does.
+        ``None``: the first ``partial_fit`` call pretrains on its own chunk. See
+        :meth:`partial_fit`. ``fit`` ignores it.
+    chunk_size : int or None, default=None
+        Rows read at a time. Every phase of a fit (the statistics pass, each RBM, fine-
+        tuning, validation) streams its data in chunks of this many rows, shuffling the
+        order of the chunks and the rows within each chunk every epoch; inference on
+        out-of-core input also goes chunk by chunk. ``None``: an in-memory array (NumPy
+        or SciPy sparse) is one chunk, so every epoch is a full shuffle, and an
+        out-of-core array (``np.memmap``, Zarr, h5py, Dask, ...) is read in chunks of
+        64 MiB of float rows, rounded down to whole chunks of a chunked store (Zarr,
+        h5py, Dask) or else to whole minibatches (21,400 MNIST images). Best a
+        multiple of ``batch_size`` (a chunk's last minibatch is smaller otherwise).
+        Memory grows with the chunk, never with the data.
     n_jobs : int, default=None
         Numba threads that run the kernels' blocks in parallel (BLAS itself is pinned to
         one thread inside them). ``None`` and ``-1`` use every thread Numba may use (all
@@ -218,6 +237,8 @@ class RBMStackAutoencoder(
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "samples_per_pass": [None, Interval(Integral, 1, None, closed="left")],
+        "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -253,6 +274,8 @@ class RBMStackAutoencoder(
         n_iter_no_change=10,
         tol=1e-4,
         batch_size=100,
+        samples_per_pass=None,
+        chunk_size=None,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -284,6 +307,8 @@ class RBMStackAutoencoder(
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.batch_size = batch_size
+        self.samples_per_pass = samples_per_pass
+        self.chunk_size = chunk_size
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -291,7 +316,8 @@ class RBMStackAutoencoder(
     # Parameters added after model-file format 1, with the value that reproduces what
     # format-1 models did: at that value they stay out of the fingerprint, so archives
     # written before still decode (see skdae._persist.fingerprint).
-    _params_added_after_v1 = {"pretrain_momentum_switch_epoch": 5}
+    _params_added_after_v1 = {"pretrain_momentum_switch_epoch": 5, "chunk_size": None,
+                              "samples_per_pass": None}
 
     # ------------------------------------------------------------------ fitting
 
@@ -311,30 +337,49 @@ class RBMStackAutoencoder(
         self : RBMStackAutoencoder
             The fitted estimator.
         """
-        X = self._validate_input(X, reset=True)
+        data = self._training_rows(X, reset=True)
         rng = check_random_state(self.random_state)
         with stop_on_ctrl_c() as stop:
-            Xs, X_val = self._initialize(X, rng, stop, validation=self.early_stopping)
+            self._initialize(data, rng, stop, validation=self.early_stopping)
             if not self._pretrain_interrupted:
-                self._fine_tune(Xs, X_val, self.max_iter, stop, warn_max_iter=True)
+                self._fine_tune(data, self.max_iter, stop, warn_max_iter=True)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
-        """One fine-tuning epoch on ``X``; the first call also builds the network.
+        """One step of training on the chunk ``X``; the first call also builds the network.
 
-        The first call resolves the visible units and the standardisation from this
-        ``X``, pretrains the RBM stack on it (``pretrain_epochs`` per layer, unless
-        ``pretrain=False``), and runs one fine-tuning epoch. Each later call runs one
-        fine-tuning epoch on the ``X`` it is given, continuing the optimiser's state and
-        the random streams of ``fit``. There is no validation data: after an
-        ``early_stopping`` fit, ``partial_fit`` continues from the weights kept and
-        tracks the training loss in ``best_loss_``.
+        What a step is depends on ``samples_per_pass``:
+
+        - ``samples_per_pass=None`` (default): the first call resolves the units and
+          pretrains the whole RBM stack on this first chunk (``pretrain_epochs`` per
+          layer), then every call, the first included, runs one fine-tuning epoch on its
+          chunk.
+        - ``samples_per_pass=n``: the calls walk ``fit``'s schedule, ``n`` samples making
+          a pass: RBM 1 trains ``pretrain_epochs`` passes, then RBM 2 (fed through the
+          frozen RBM 1), ..., then fine-tuning, as long as calls come. Each call trains
+          the current phase once on its chunk (rows shuffled). Streaming the data through
+          ``n_layers * pretrain_epochs + max_iter`` times (for example with
+          ``dask_ml.wrappers.Incremental``: ``fit`` once, then ``partial_fit``) trains
+          the model ``fit`` trains, with the data shuffled by chunk.
+
+        Departures from scikit-learn's ``partial_fit`` conventions, and why: a call is
+        one step of a schedule, not one optimisation step, because a stack must be
+        pretrained before it is fine-tuned and a caller such as Dask's ``Incremental``
+        cannot say where a pass over the data ends; hence the schedule's length as the
+        named parameter ``samples_per_pass``. The visible units and the Gaussian
+        standardisation come from the first chunk (make it representative). ``max_iter``
+        does not stop ``partial_fit``, and neither do ``early_stopping`` and
+        ``n_iter_no_change`` (there is no validation data; the training loss is tracked
+        in ``best_loss_``). ``n_iter_`` and ``loss_curve_`` count fine-tuning passes
+        (epochs without a schedule), ``pretrain_curves_`` pretraining passes. As
+        scikit-learn's, every call returns ``self``, needs the fitted feature count and
+        continues the optimiser's state and the random streams of ``fit``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data.
+            Training data (in memory, sparse or out of core).
         y : None
             Ignored.
 
@@ -343,26 +388,31 @@ class RBMStackAutoencoder(
         self : RBMStackAutoencoder
             The updated estimator.
         """
-        X, first_call = self._partial_fit_input(X)
+        first_call = not hasattr(self, "n_iter_")
+        data = self._training_rows(X, reset=first_call)
+        scheduled = self.samples_per_pass is not None
         with stop_on_ctrl_c() as stop:
             if first_call:
                 rng = check_random_state(self.random_state)
-                Xs, _ = self._initialize(X, rng, stop, validation=False)
+                self._initialize(data, rng, stop, validation=False, pretrain_now=not scheduled)
                 if self._pretrain_interrupted:
                     return self
+                reset_schedule(self, pretraining=scheduled and self.pretrain)
+            if scheduled:
+                self._check_fitted_state(check_values=False)
+                schedule_step(self, data, stop)
             else:
-                Xs = self._visible_input(X)
-            self._fine_tune(Xs, None, 1, stop, warn_max_iter=False)
+                self._fine_tune(data, 1, stop, warn_max_iter=False)
         return self
 
-    def _initialize(self, X, rng, stop, validation):
-        """Resolve units and scaling, split off validation data, build and pretrain."""
-        sizes = unrolled_sizes(X.shape[1], self._hidden_sizes())
-        Xs = self._fit_visible_units(X)
+    def _initialize(self, data, rng, stop, validation, pretrain_now=True):
+        """Resolve the loss, hold out validation rows, build and (with ``pretrain_now``)
+        pretrain; the unrolled decoder starts from the RBMs' weights either way."""
+        sizes = unrolled_sizes(data.n_features, self._hidden_sizes())
+        dtype = data.dtype
         self.loss_ = self._resolve_loss()
-        X_val = None
         if validation:
-            X_val, Xs = self._validation_split(X, Xs, rng)
+            data.holdout = self._holdout(data.n_samples, rng)
         self._seed = new_seed(rng)
         self._layer_sizes = sizes
         self._code_units = self.code_units
@@ -372,34 +422,36 @@ class RBMStackAutoencoder(
         self._pretrain_interrupted = False
         if self.pretrain:
             encoder = [
-                (rng.normal(0.0, self.init_std, (n_hid, n_vis)).astype(X.dtype),
-                 np.zeros(n_vis, X.dtype), np.zeros(n_hid, X.dtype))
+                (rng.normal(0.0, self.init_std, (n_hid, n_vis)).astype(dtype),
+                 np.zeros(n_vis, dtype), np.zeros(n_hid, dtype))
                 for n_vis, n_hid in zip(sizes[:n_layers], sizes[1 : n_layers + 1])
             ]
+        if self.pretrain and pretrain_now:
             self.pretrain_curves_, self._pretrain_interrupted = pretrain_stack(
-                Xs, encoder, self._rbm_unit_types(n_layers), self._cd_settings,
+                data, encoder, self._rbm_unit_types(n_layers), self._cd_settings,
                 self.pretrain_epochs, key=(self._seed, _PRETRAIN_STREAM), stop=stop,
                 n_jobs=self.n_jobs, verbose=self.verbose,
             )
-        else:
+        if not self.pretrain:
             encoder = [
-                (glorot(rng, n_in, n_out, X.dtype).T, np.zeros(n_in, X.dtype),
-                 np.zeros(n_out, X.dtype))
+                (glorot(rng, n_in, n_out, dtype).T, np.zeros(n_in, dtype),
+                 np.zeros(n_out, dtype))
                 for n_in, n_out in zip(sizes[:n_layers], sizes[1 : n_layers + 1])
             ]
         self._set_parameter_vector(
-            unroll(encoder, layout, rng, X.dtype, decoder_from_encoder=self.pretrain)
+            unroll(encoder, layout, rng, dtype, decoder_from_encoder=self.pretrain)
         )
+        validating = data.holdout is not None
         self.loss_curve_ = []
-        self.validation_scores_ = [] if X_val is not None else None
-        self.best_loss_ = None if X_val is not None else np.inf
-        self.best_validation_score_ = -np.inf if X_val is not None else None
+        self.validation_scores_ = [] if validating else None
+        self.best_loss_ = None if validating else np.inf
+        self.best_validation_score_ = -np.inf if validating else None
         self._no_improvement_count = 0
         self._optimizer_solver = None
         self._optimizer_state = None
         self.n_iter_ = 0
         self.t_ = 0
-        return Xs, X_val
+        reset_schedule(self, pretraining=False)
 
     def _resolve_loss(self):
         if self.loss == "auto":
@@ -412,18 +464,18 @@ class RBMStackAutoencoder(
             )
         return self.loss
 
-    def _validation_split(self, X, Xs, rng):
-        """``(X_val, Xs_train)``: the early-stopping split, in input and visible units."""
-        n_val = int(round(self.validation_fraction * X.shape[0]))
-        if n_val < 1 or n_val >= X.shape[0]:
+    def _holdout(self, n_samples, rng):
+        """The early-stopping validation rows: ``validation_fraction`` of the rows, spread
+        over every chunk (see :class:`skdae._stream.Holdout`)."""
+        n_val = int(round(self.validation_fraction * n_samples))
+        if n_val < 1 or n_val >= n_samples:
             raise ValueError(
                 f"early_stopping with validation_fraction={self.validation_fraction} "
-                f"leaves {n_val} validation and {X.shape[0] - n_val} training samples "
-                f"out of {X.shape[0]}; both need at least one. Give more data or "
+                f"leaves {n_val} validation and {n_samples - n_val} training samples "
+                f"out of {n_samples}; both need at least one. Give more data or "
                 "change validation_fraction."
             )
-        perm = rng.permutation(X.shape[0])
-        return readonly(X[perm[:n_val]]), readonly(Xs[perm[n_val:]])
+        return Holdout(n_samples, n_val, rng)
 
     def _hidden_sizes(self):
         hidden = np.atleast_1d(np.asarray(self.hidden_layer_sizes))
@@ -459,7 +511,7 @@ class RBMStackAutoencoder(
             batch_size=self.batch_size,
         )
 
-    def _fine_tune(self, Xs, X_val, epochs, stop, *, warn_max_iter):
+    def _fine_tune(self, data, epochs, stop, *, warn_max_iter):
         layout = self._check_fitted_state(check_values=False)
         if not self._params.flags.writeable:
             # Read-only after loading from a memory map: train on a copy.
@@ -467,8 +519,8 @@ class RBMStackAutoencoder(
         if self._optimizer_state is not None:
             self._optimizer_state = {k: np.require(v, requirements="W")
                                      for k, v in self._optimizer_state.items()}
-        tuner = FineTuner(self, layout, self._activations(), *Xs.shape)
-        tuner.run(Xs, X_val, epochs, stop, warn_max_iter=warn_max_iter)
+        tuner = FineTuner(self, layout, self._activations(), data.n_train(), data.n_features)
+        tuner.run(data, epochs, stop, warn_max_iter=warn_max_iter)
 
     # ------------------------------------------------------------- fitted state
 
@@ -509,49 +561,59 @@ class RBMStackAutoencoder(
 
     # --------------------------------------------------------------- inference
 
-    def transform(self, X):
+    def transform(self, X, *, out=None):
         """Encode ``X`` into codes.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples to encode.
+            Samples to encode: a NumPy array, a SciPy sparse matrix, or an out-of-core
+            array (``np.memmap``, Zarr, h5py, Dask, ...), which is read ``chunk_size``
+            rows at a time. For a lazy Dask result, wrap the estimator in
+            ``dask_ml.wrappers.ParallelPostFit``.
+        out : array of shape (n_samples, n_codes), default=None
+            Where to write the codes (a NumPy array, a memmap, a Zarr array: anything
+            with row assignment); a new NumPy array when None.
 
         Returns
         -------
         codes : ndarray of shape (n_samples, hidden_layer_sizes[-1])
-            The code layer's activations.
+            The code layer's activations (``out`` when given).
         """
         check_is_fitted(self)
-        X = self._validate_input(X, reset=False)
         layout = self._check_fitted_state(check_values=False)
-        return self._encode(X, layout)
+        return self._map_rows(X, lambda rows: self._encode(rows, layout),
+                              (self._n_features_out,), out)
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X, *, out=None):
         """Decode codes into reconstructions in the input's units.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_codes)
-            Codes, as returned by :meth:`transform`.
+            Codes, as returned by :meth:`transform` (in memory or out of core).
+        out : array of shape (n_samples, n_features), default=None
+            Where to write the reconstructions; a new NumPy array when None.
 
         Returns
         -------
         X_reconstructed : ndarray of shape (n_samples, n_features)
-            Reconstructions.
+            Reconstructions (``out`` when given).
         """
         check_is_fitted(self)
         layout = self._check_fitted_state(check_values=False)
-        codes = check_codes(X, self._n_features_out, self._dtype, type(self).__name__)
-        return self._decode(codes, layout)
+        return self._map_rows(X, lambda codes: self._decode(codes, layout),
+                              (self.n_features_in_,), out, codes=True)
 
-    def score_samples(self, X):
+    def score_samples(self, X, *, out=None):
         """Negative squared reconstruction error of each sample (summed over features).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples to score.
+            Samples to score (in memory or out of core, as for :meth:`transform`).
+        out : array of shape (n_samples,), default=None
+            Where to write the scores; a new NumPy array when None.
 
         Returns
         -------
@@ -559,8 +621,8 @@ class RBMStackAutoencoder(
             Higher is better; 0 is a perfect reconstruction.
         """
         check_is_fitted(self)
-        X = self._validate_input(X, reset=False)
-        return -self._squared_errors(X)
+        return self._map_rows(X, lambda rows: -self._squared_errors(rows), (), out,
+                              dtype=np.float64)
 
     def score(self, X, y=None):
         """Negative mean per-sample squared reconstruction error (higher is better).

@@ -2,11 +2,24 @@
 
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from sklearn.utils import check_array
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_feature_names, _check_n_features, validate_data
+
+from ._stream import (
+    ArrayRows,
+    ColumnStats,
+    Source,
+    SparseRows,
+    StreamedRows,
+    as_float,
+    default_chunk_rows,
+    is_out_of_core,
+    is_sparse,
+    store_chunk_rows,
+)
 
 UNIT_RANGE_HINT = (
     "Bernoulli visible units model values in [0, 1]: scale the data first (for example "
@@ -15,37 +28,12 @@ UNIT_RANGE_HINT = (
 )
 
 
-def resolve_visible_units(X, visible_units):
-    """Pick the visible unit type: ``"auto"`` is Bernoulli iff all of ``X`` is in [0, 1]."""
-    if visible_units == "auto":
-        return "bernoulli" if X.size and X.min() >= 0 and X.max() <= 1 else "gaussian"
-    if visible_units == "bernoulli":
-        check_unit_range(X, "X")
-    return visible_units
-
-
-def check_unit_range(X, what):
+def check_unit_range(lo, hi, what):
     """Raise a ValueError naming the fix when Bernoulli data leave [0, 1]."""
-    lo, hi = X.min(), X.max()
     if lo < 0 or hi > 1:
         raise ValueError(
             f"{what} has values in [{lo:.6g}, {hi:.6g}], outside [0, 1]. " + UNIT_RANGE_HINT
         )
-
-
-def input_scaling(X, visible_kind):
-    """Per-feature ``(mean, scale)`` that standardise Gaussian visible units.
-
-    Bernoulli units are not rescaled (mean 0, scale 1). Constant features keep scale 1
-    so that standardising never divides by zero.
-    """
-    n_features = X.shape[1]
-    if visible_kind == "bernoulli":
-        return np.zeros(n_features, X.dtype), np.ones(n_features, X.dtype)
-    mean = X.mean(axis=0, dtype=np.float64)
-    std = X.std(axis=0, dtype=np.float64)
-    std[~(std > np.finfo(X.dtype).eps * np.maximum(1.0, np.abs(mean)))] = 1.0
-    return mean.astype(X.dtype), std.astype(X.dtype)
 
 
 def standardize(X, mean, scale, visible_kind):
@@ -62,6 +50,12 @@ def readonly(X):
         X = X.view()
         X.flags.writeable = False
     return X
+
+
+def _check_out(out, shape):
+    if tuple(getattr(out, "shape", ())) != tuple(shape):
+        raise ValueError(f"out has shape {getattr(out, 'shape', None)}, expected {shape}.")
+    return out
 
 
 def check_codes(codes, n_codes, dtype, estimator_name):
@@ -129,6 +123,55 @@ def stop_on_ctrl_c():
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Held around kernel launches when Numba's threading layer is "workqueue" (see
+# serialised_launches); reentrant, because a kernel block may call inference inside it.
+_LAUNCH_LOCK = threading.RLock()
+_LAYER = []
+# BLAS is pinned to one thread while any thread runs kernels (a count, so that one
+# thread finishing does not restore multi-threaded BLAS under another still running).
+_BLAS_LOCK = threading.Lock()
+_BLAS = {"users": 0, "limiter": None}
+
+
+def serialised_launches():
+    """Whether kernel launches must be serialised across threads.
+
+    Numba's fallback threading layer, ``workqueue`` (used when neither OpenMP nor TBB is
+    usable), aborts the whole process when two threads launch parallel kernels at once.
+    The OpenMP and TBB layers are thread-safe. The layer is chosen once per process, on
+    the first parallel launch, which this triggers.
+    """
+    if not _LAYER:
+        import numba
+
+        try:
+            from numba.np.ufunc import parallel
+
+            parallel._launch_threads()
+            _LAYER.append(numba.threading_layer())
+        except Exception:  # a Numba without this API: assume the unsafe layer
+            _LAYER.append("workqueue")
+    return _LAYER[0] == "workqueue"
+
+
+@contextmanager
+def _blas_single_threaded():
+    from threadpoolctl import threadpool_limits
+
+    with _BLAS_LOCK:
+        if _BLAS["users"] == 0:
+            _BLAS["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _BLAS["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["users"] -= 1
+            if _BLAS["users"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None
+
+
 @contextmanager
 def thread_limits(n_jobs):
     """Run a block of kernel calls on ``n_jobs`` Numba threads with BLAS single-threaded.
@@ -138,15 +181,19 @@ def thread_limits(n_jobs):
     mean every thread Numba may use (all cores, or the share joblib gives a worker process);
     larger values are capped there. Both settings are restored on exit, also on error.
     Results do not depend on the thread count.
+
+    Safe to enter from several threads at once (Dask's threaded scheduler, joblib's
+    threading backend, a user's threads): Numba's thread count is per thread, BLAS stays
+    pinned while any thread is inside, and under Numba's ``workqueue`` layer the blocks
+    of different threads run one after the other (see :func:`serialised_launches`).
     """
     import numba
     from joblib import effective_n_jobs
-    from threadpoolctl import threadpool_limits
 
     available = numba.config.NUMBA_NUM_THREADS
     n_threads = available if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), available))
-    previous = numba.get_num_threads()
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _LAUNCH_LOCK if serialised_launches() else nullcontext(), _blas_single_threaded():
+        previous = numba.get_num_threads()
         numba.set_num_threads(n_threads)
         try:
             yield
@@ -164,26 +211,125 @@ class VisibleUnitsMixin:
     """
 
     def _validate_input(self, X, reset):
+        if isinstance(X, np.ndarray) and X.dtype == np.uint8:
+            X = as_float(X, np.float32)  # 8-bit intensities, as skdae._stream reads them
         return validate_data(self, X, dtype=[np.float64, np.float32], order="C", reset=reset)
 
-    def _fit_visible_units(self, X):
-        """Resolve the visible units and their standardisation from training ``X``;
-        return ``X`` as the visible units see it."""
-        self.visible_units_ = resolve_visible_units(X, self.visible_units)
-        self.mean_, self.scale_ = input_scaling(X, self.visible_units_)
-        return standardize(X, self.mean_, self.scale_, self.visible_units_)
+    def _chunk_rows(self, n_samples, n_features, dtype, out_of_core, X=None):
+        if self.chunk_size is not None:
+            return min(n_samples, self.chunk_size)
+        if not out_of_core:
+            return n_samples
+        return default_chunk_rows(n_features, dtype, self.batch_size, store_chunk_rows(X))
 
-    def _partial_fit_input(self, X):
-        """``(X, first_call)`` for ``partial_fit``: ``X`` validated and, on later calls,
-        checked against the fitted state and cast to the parameters' dtype."""
-        first_call = not hasattr(self, "n_iter_")
-        X = self._validate_input(X, reset=first_call)
-        if not first_call:
+    def _training_rows(self, X, *, reset):
+        """``X`` validated and wrapped as :class:`~skdae._stream.Rows` in visible units.
+
+        With ``reset`` (``fit``, a first ``partial_fit``) a statistics pass over the chunks
+        resolves ``visible_units_``, ``mean_`` and ``scale_``; later ``partial_fit`` calls
+        check the fitted state, the feature count, finiteness and (Bernoulli units) the
+        range. Out-of-core and sparse input is never loaded whole.
+        """
+        if not reset:
             self._check_fitted_state(check_values=True)
-            X = X.astype(self._dtype, copy=False)
-            if self.visible_units_ == "bernoulli":
-                check_unit_range(X, "X")
-        return X, first_call
+        out_of_core, sparse = is_out_of_core(X), is_sparse(X)
+        if out_of_core or sparse:
+            _check_feature_names(self, X, reset=reset)
+            _check_n_features(self, X, reset=reset)
+            source = Source(X, None if reset else self._dtype)
+            n_samples, dtype = source.n_samples, source.dtype
+        else:
+            X = self._validate_input(X, reset=reset)
+            if not reset:
+                X = X.astype(self._dtype, copy=False)
+            n_samples, dtype = X.shape[0], X.dtype
+        n_features = self.n_features_in_
+        chunk_rows = self._chunk_rows(n_samples, n_features, dtype, out_of_core, X)
+        def chunks():
+            for r0 in range(0, n_samples, chunk_rows):
+                r1 = min(n_samples, r0 + chunk_rows)
+                yield source.read(r0, r1) if out_of_core or sparse else X[r0:r1]
+
+        # In memory, "auto" needs the moments only for Gaussian units: a second pass
+        # then, rather than a float64 pass over Bernoulli data; out of core, one pass.
+        moments = reset and (self.visible_units == "gaussian" or (
+            self.visible_units == "auto" and (out_of_core or sparse)))
+        stats = ColumnStats()
+        for block in chunks():
+            stats.update(block, moments)
+        if reset and not moments and self.visible_units == "auto" and not (
+                stats.min >= 0 and stats.max <= 1):
+            stats = ColumnStats()
+            for block in chunks():
+                stats.update(block, True)
+        if reset:
+            self._resolve_visible_units(stats, dtype)
+        elif self.visible_units_ == "bernoulli":
+            check_unit_range(stats.min, stats.max, "X")
+        gaussian = self.visible_units_ == "gaussian"
+        if sparse:
+            return SparseRows(source, chunk_rows, self.mean_, self.scale_, gaussian)
+        if out_of_core:
+            return StreamedRows(source, chunk_rows, self.mean_, self.scale_, gaussian)
+        Xs = standardize(X, self.mean_, self.scale_, self.visible_units_)
+        return ArrayRows(Xs, chunk_rows, raw=X)
+
+    def _resolve_visible_units(self, stats, dtype):
+        units = self.visible_units
+        if units == "auto":
+            units = "bernoulli" if stats.min >= 0 and stats.max <= 1 else "gaussian"
+        elif units == "bernoulli":
+            check_unit_range(stats.min, stats.max, "X")
+        self.visible_units_ = units
+        if units == "bernoulli":
+            self.mean_ = np.zeros(self.n_features_in_, dtype)
+            self.scale_ = np.ones(self.n_features_in_, dtype)
+        else:
+            self.mean_, self.scale_ = stats.scaling(dtype)
+
+    def _map_rows(self, X, func, n_out, out=None, *, codes=False, dtype=None):
+        """``func`` applied to the rows of ``X``, into ``out`` (a new array if None).
+
+        ``func`` maps validated float rows (input units; codes with ``codes``) to
+        ``(rows,) + n_out`` outputs. In-memory input goes through scikit-learn's
+        validation in one piece, as ever; out-of-core and sparse input is read
+        ``chunk_size`` rows at a time (by default 64 MiB of dense float rows), so
+        neither the input nor a dense copy of it is ever whole in memory. ``out`` may be
+        any array with row assignment of that shape (a NumPy array, a memmap, a Zarr
+        array).
+        """
+        n_out = tuple(n_out)
+        if not (is_out_of_core(X) or is_sparse(X)):
+            if codes:
+                X = check_codes(X, self._n_features_out, self._dtype, type(self).__name__)
+            else:
+                X = self._validate_input(X, reset=False)
+            result = func(X)
+            if out is None:
+                return result
+            _check_out(out, result.shape)
+            out[...] = result
+            return out
+        if codes:
+            if len(X.shape) != 2 or X.shape[1] != self._n_features_out:
+                raise ValueError(
+                    f"inverse_transform expects codes with {self._n_features_out} columns "
+                    f"(the output of {type(self).__name__}.transform), got shape {X.shape}."
+                )
+        else:
+            _check_feature_names(self, X, reset=False)
+            _check_n_features(self, X, reset=False)
+        source = Source(X, self._dtype, intensities=not codes)
+        n = source.n_samples
+        dtype = self._dtype if dtype is None else dtype
+        out = np.empty((n, *n_out), dtype) if out is None else _check_out(out, (n, *n_out))
+        step = self.chunk_size or default_chunk_rows(source.n_features, self._dtype,
+                                                     self.batch_size, store_chunk_rows(X))
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            block = source.read(r0, r1)
+            out[r0:r1] = func(block.toarray() if source.sparse else block)
+        return out
 
     def _visible_input(self, X):
         """Validated ``X`` as the visible units see it (no range check: the map is defined
@@ -208,4 +354,5 @@ class VisibleUnitsMixin:
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.sparse = True
         return tags

@@ -252,3 +252,158 @@ def read_samples(paths, *, limit=None, expect_shape=None, expect_mode=None, prog
     if n_read == 0:
         raise ValueError("no samples to read")
     return np.concatenate(chunks), mode
+
+
+# --------------------------------------------------------------------------------------
+# Streaming samples (compress)
+# --------------------------------------------------------------------------------------
+
+
+class _IdxReader:
+    """Rows of an IDX file read forward from its (decompressed) stream, never whole."""
+
+    def __init__(self, path):
+        import contextlib
+        import struct
+
+        from .datasets import _IDX_DTYPES, _open_decompressed
+
+        self.path = path
+        self._stack = contextlib.ExitStack()
+        self.stream, _ = self._stack.enter_context(_open_decompressed(path))
+        head = self._read(4)
+        zero, code, ndim = struct.unpack(">HBB", head) if len(head) == 4 else (1, 0, 0)
+        if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+            magic = int.from_bytes(head, "big")
+            raise ValueError(f"{path}: not an IDX file: magic 0x{magic:08x}")
+        dims_bytes = self._read(4 * ndim)
+        if len(dims_bytes) < 4 * ndim:
+            raise ValueError(f"{path}: truncated IDX header")
+        self.dims = struct.unpack(f">{ndim}I", dims_bytes)
+        self.dtype = _IDX_DTYPES[code]
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.dims[1:], dtype=np.int64))
+
+    def _read(self, n_bytes):
+        import gzip
+        import zlib
+
+        try:
+            return self.stream.read(n_bytes)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise ValueError(f"{self.path}: corrupt or truncated gzip data "
+                             f"({type(exc).__name__}: {exc})") from None
+
+    def read(self, n):
+        data = self._read(n * self.row_bytes)
+        if len(data) < n * self.row_bytes:
+            raise ValueError(f"{self.path}: truncated IDX file: the header declares shape "
+                             f"{self.dims}, the data stops before")
+        rows = np.frombuffer(data, self.dtype).reshape((n, *self.dims[1:]))
+        return rows.astype(self.dtype.newbyteorder("="), copy=False)
+
+    def check_end(self):
+        if self._read(1):
+            raise ValueError(f"{self.path}: IDX file has trailing bytes after the data its "
+                             f"header (shape {self.dims}) declares")
+
+    def close(self):
+        self._stack.close()
+
+
+class SampleRows:
+    """The samples of several inputs as one array of shape ``(n, *sample_shape)``, float32,
+    read in increasing row slices (what :meth:`skdae.codec.Codec.compress` asks for): a
+    ``.npy`` file through a memory map, an IDX file from its stream, an image file when
+    its row comes. Memory holds the rows of one slice, never the inputs.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, paths, *, limit=None, expect_shape=None, expect_mode=None,
+                 progress=True):
+        self._parts, n, self.mode = [], 0, expect_mode
+        self._origin = "the model's input" if expect_shape is not None else "the first input's"
+        for kind, path in _expand(paths):
+            if limit is not None and n >= limit:
+                break
+            if kind == "image":
+                count, shape, mode, reader = 1, None, None, None
+            elif kind == "npy":
+                reader, mode = _read_array("npy", path)
+                count, shape = len(reader), tuple(reader.shape[1:])
+            else:
+                reader = _IdxReader(path)
+                count, shape = reader.dims[0], tuple(reader.dims[1:])
+                if reader.dtype.kind in "ui" and reader.dtype != np.uint8:
+                    raise ValueError(f"{path}: samples must be uint8 or float, not {reader.dtype}")
+                mode = _array_mode(np.empty((0, *shape)), path)
+            count = count if limit is None else min(count, limit - n)
+            if shape is not None:
+                expect_shape = self._check(path, shape, mode, expect_shape)
+            self._parts.append([kind, path, count, reader])
+            n += count
+        if n == 0:
+            raise ValueError("no samples to read")
+        if expect_shape is None:  # images only: the first one says
+            _, path, _, _ = self._parts[0]
+            image, mode = _read_image(path, _pillow())
+            expect_shape = self._check(path, image.shape, mode, None)
+        self.shape = (n, *expect_shape)
+        n_images = sum(p[0] == "image" for p in self._parts)
+        self._progress = _ProgressLines("reading images", n_images, enabled=progress)
+        self._cursor, self._part, self._offset = 0, 0, 0
+
+    def _check(self, path, shape, mode, expect_shape):
+        if expect_shape is None:
+            expect_shape = shape
+        if tuple(shape) != tuple(expect_shape):
+            raise ValueError(
+                f"{path}: samples of shape {_shape_text(shape, mode)}, expected "
+                f"{_shape_text(expect_shape, self.mode)} ({self._origin})"
+            )
+        if self.mode is None:
+            self.mode = mode
+        elif mode is not None and mode != self.mode:
+            raise ValueError(f"{path}: image mode {mode}, expected {self.mode}")
+        return tuple(expect_shape)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        start, stop, step = key.indices(self.shape[0])
+        if step != 1 or start != self._cursor:
+            raise ValueError("samples are read forward, in increasing slices")
+        out = np.empty((stop - start, *self.shape[1:]), np.float32)
+        filled = 0
+        while filled < len(out):
+            kind, path, count, reader = self._parts[self._part]
+            take = min(count - self._offset, len(out) - filled)
+            if kind == "image":
+                rows, mode = _read_image(path, _pillow())
+                self._check(path, rows.shape, mode, self.shape[1:])
+                rows = rows[None]
+                self._progress.update()
+            elif kind == "npy":
+                rows = reader[self._offset : self._offset + take]
+            else:
+                rows = reader.read(take)
+            out[filled : filled + take] = _to_float(rows, path)
+            filled += take
+            self._offset += take
+            if self._offset == count:
+                if kind == "idx":
+                    if count == reader.dims[0]:
+                        reader.check_end()
+                    reader.close()
+                self._part, self._offset = self._part + 1, 0
+        self._cursor = stop
+        if stop == self.shape[0]:
+            self._progress.close()
+        return out
+
+    def close(self):
+        """Close the IDX streams still open (after an error)."""
+        for kind, _, _, reader in self._parts:
+            if kind == "idx":
+                reader.close()

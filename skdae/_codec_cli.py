@@ -18,7 +18,10 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._cli_io import _MissingDependency, _pillow, _ProgressLines, read_samples
+from ._cli_io import SampleRows, _MissingDependency, _pillow, _ProgressLines, read_samples
+
+# Samples decoded and written at a time by decompress.
+_DECODE_ROWS = 16384
 
 _METADATA_KEY = "skdae_cli"
 # Samples used to report the codec's rate and PSNR at the end of training.
@@ -134,7 +137,8 @@ def cmd_train(args):
 def cmd_compress(args):
     codec, cli = _load_codec(args.model)
     shape = cli.get("sample_shape")
-    X, _ = read_samples(
+    # Read as the codec asks, a slice of samples at a time: only their codes are kept.
+    X = SampleRows(
         args.inputs,
         limit=args.limit,
         expect_shape=tuple(shape) if isinstance(shape, list) else None,
@@ -142,7 +146,10 @@ def cmd_compress(args):
         progress=not args.quiet,
     )
     start = time.perf_counter()
-    data = codec.compress(X)
+    try:
+        data = codec.compress(X)
+    finally:
+        X.close()
     elapsed = time.perf_counter() - start
     with open(args.output, "wb") as f:
         f.write(data)
@@ -166,31 +173,61 @@ def cmd_decompress(args):
     codec, cli = _load_codec(args.model)
     data = _read_archive(args.archive)
     start = time.perf_counter()
-    X = codec.decompress(data)
-    _say(args, f"decoded {len(X)} samples in {time.perf_counter() - start:.2f} s")
+    codes, info = codec.decode_codes(data)
+    shape = tuple(info.shape)
+    if args.format == "png":
+        if len(shape) == 1:
+            raise ValueError(
+                f"the archive holds flat samples of {shape[0]} values, not images: use "
+                "--format npy"
+            )
+        if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
+            raise ValueError(f"cannot write samples of shape {shape} as PNG: use --format npy")
+        writer = _PngWriter(args.output, info.count, not args.quiet)
+    else:
+        writer = None
+    out = None
+    # Decoded and written a slice at a time: the reconstructions are never all in memory.
+    for r0 in range(0, info.count, _DECODE_ROWS):
+        r1 = min(info.count, r0 + _DECODE_ROWS)
+        X = np.asarray(codec.model.inverse_transform(codes[r0:r1])).reshape((r1 - r0, *shape))
+        if writer is not None:
+            writer.write(r0, X)
+            continue
+        if out is None:
+            out = np.lib.format.open_memmap(args.output, "w+", X.dtype, (info.count, *shape))
+        out[r0:r1] = X
+    if writer is not None:
+        writer.close()
+    else:
+        out.flush()
+        del out
+    _say(args, f"decoded {info.count} samples in {time.perf_counter() - start:.2f} s")
     if args.format == "npy":
-        np.save(args.output, X, allow_pickle=False)
         _say(args, f"wrote {args.output}")
-        return 0
-    shape = X.shape[1:]
-    if len(shape) == 1:
-        raise ValueError(
-            f"the archive holds flat samples of {shape[0]} values, not images: use --format npy"
-        )
-    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
-        raise ValueError(f"cannot write samples of shape {shape} as PNG: use --format npy")
-    Image = _pillow()
-    pixels = np.rint(np.clip(X, 0, 1) * 255).astype(np.uint8)
-    if pixels.ndim == 4 and pixels.shape[3] == 1:
-        pixels = pixels[..., 0]
-    os.makedirs(args.output, exist_ok=True)
-    width = max(6, len(str(len(pixels) - 1)))
-    progress_lines = _ProgressLines("writing PNG files", len(pixels), enabled=not args.quiet)
-    for i, image in enumerate(pixels):
-        Image.fromarray(image).save(os.path.join(args.output, f"{i:0{width}d}.png"))
-        progress_lines.update()
-    progress_lines.close()
     return 0
+
+
+class _PngWriter:
+    """One 8-bit PNG per sample, named by its index, values clipped to [0, 1]."""
+
+    def __init__(self, folder, count, progress):
+        self.Image = _pillow()
+        self.folder = folder
+        self.width = max(6, len(str(count - 1)))
+        os.makedirs(folder, exist_ok=True)
+        self.progress = _ProgressLines("writing PNG files", count, enabled=progress)
+
+    def write(self, first, X):
+        pixels = np.rint(np.clip(X, 0, 1) * 255).astype(np.uint8)
+        if pixels.ndim == 4 and pixels.shape[3] == 1:
+            pixels = pixels[..., 0]
+        for i, image in enumerate(pixels, start=first):
+            self.Image.fromarray(image).save(os.path.join(self.folder, f"{i:0{self.width}d}.png"))
+            self.progress.update()
+
+    def close(self):
+        self.progress.close()
 
 
 def cmd_info(args):

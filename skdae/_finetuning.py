@@ -10,6 +10,7 @@ non-finite values or counters that do not match its weights.
 
 import time
 import warnings
+from contextlib import closing
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -17,6 +18,8 @@ from sklearn.exceptions import ConvergenceWarning
 from ._base import epoch_rng, thread_limits
 from ._kernels._codes import LOSS_KIND
 from ._optimizers import make_optimizer, new_state
+from ._pretraining import chunk_order, rows_order
+from ._stream import CsrBlock
 
 # Stream name of fine-tuning epochs under the fit's seed (pretraining uses 0).
 FINETUNE_STREAM = 1
@@ -61,23 +64,17 @@ class FineTuner:
         self.Xb = np.empty((batch, n_features), dtype)
         self.best_params = None
 
-    def run(self, Xs, X_val, epochs, stop, *, warn_max_iter):
-        """Up to ``epochs`` epochs on ``Xs``; early stopping on ``X_val`` unless None."""
+    def run(self, data, epochs, stop, *, warn_max_iter):
+        """Up to ``epochs`` epochs on ``data`` (:class:`skdae._stream.Rows`); early
+        stopping on its held-out rows when it has some."""
         est = self.estimator
-        name = type(est).__name__
         for _ in range(epochs):
             snapshot = self._snapshot()
             tic = time.perf_counter()
             try:
-                loss = self._epoch(Xs)
-                if not (np.isfinite(loss) and np.isfinite(est._params).all()):
-                    self._restore(snapshot)
-                    raise ValueError(
-                        f"{name} fine-tuning diverged at epoch {est.n_iter_ + 1}: the loss is "
-                        f"{loss}. The weights and the optimiser state were reset to the last "
-                        "finite epoch. Lower learning_rate, or standardise the input."
-                    )
-                message, converged = self._record(loss, X_val)
+                loss = self._epoch(data)
+                self._check_finite(loss, snapshot)
+                message, converged = self._record(loss, data)
             except KeyboardInterrupt:
                 self._restore(snapshot)
                 self._warn_interrupted("the epoch in progress was rolled back")
@@ -92,47 +89,87 @@ class FineTuner:
         else:
             if warn_max_iter and epochs > 1:
                 warnings.warn(
-                    f"{name}: maximum iterations ({est.max_iter}) reached and the "
+                    f"{type(est).__name__}: maximum iterations ({est.max_iter}) reached and the "
                     "optimisation hasn't converged yet.",
                     ConvergenceWarning,
                 )
         if self.best_params is not None:
             est._params[...] = self.best_params
 
-    def _epoch(self, Xs):
-        """One epoch of the kernel; returns the mean per-sample loss."""
+    def step(self, data, stop, key):
+        """One pass over ``data`` as a transaction, drawing from ``epoch_rng(*key)``,
+        without an epoch's bookkeeping (the ``partial_fit`` schedule records passes with
+        :meth:`record`); returns the mean loss, or None when it was rolled back."""
+        snapshot = self._snapshot()
+        try:
+            loss = self._epoch(data, key)
+            self._check_finite(loss, snapshot)
+        except KeyboardInterrupt:
+            self._restore(snapshot)
+            self._warn_interrupted("the step in progress was rolled back")
+            return None
+        if stop.requested:
+            self._warn_interrupted("the step in progress was completed")
+        return loss
+
+    def record(self, loss):
+        """Record a completed pass of the ``partial_fit`` schedule, as an epoch."""
+        message, _ = self._record(loss, None)
+        if self.estimator.verbose:
+            print(message, flush=True)
+
+    def _check_finite(self, loss, snapshot):
+        est = self.estimator
+        if not (np.isfinite(loss) and np.isfinite(est._params).all()):
+            self._restore(snapshot)
+            raise ValueError(
+                f"{type(est).__name__} fine-tuning diverged at epoch {est.n_iter_ + 1}: the "
+                f"loss is {loss}. The weights and the optimiser state were reset to the last "
+                "finite epoch. Lower learning_rate, or standardise the input."
+            )
+
+    def _epoch(self, data, key=None):
+        """One epoch of the kernel over every chunk; returns the mean per-sample loss."""
         from ._kernels import _backprop as kernels
 
         est, layout = self.estimator, self.layout
-        order = epoch_rng(est._seed, FINETUNE_STREAM, est.n_iter_).permutation(Xs.shape[0])
-        state_a, state_b, lr, momentum, beta_1, beta_2, epsilon = (
-            self.optimizer.kernel_arguments(est._optimizer_state)
-        )
-        with thread_limits(est.n_jobs):
-            loss_sum, t = kernels.finetune_epoch(
-                Xs, order, est._params, self.grads, state_a, state_b, est.t_,
-                # Floats, never Python ints: an int hyperparameter beyond int64 (valid to
-                # the parameter constraints) would not fit the kernel's signature.
-                self.optimizer.kind, float(lr), float(momentum), float(beta_1),
-                float(beta_2), float(epsilon), float(est.alpha),
-                self.batch, layout.shapes, layout.w_off, layout.b_off, self.act_kind,
-                LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
-                self.delta_b,
-            )
-        est.t_ = int(t)
-        return loss_sum / Xs.shape[0]
+        rng = epoch_rng(*(key or (est._seed, FINETUNE_STREAM, est.n_iter_)))
+        optimizer = self.optimizer.kernel_arguments(est._optimizer_state)
+        state_a, state_b, lr, momentum, beta_1, beta_2, epsilon = optimizer
+        rest = (est._params, self.grads, state_a, state_b)
+        # Floats, never Python ints: an int hyperparameter beyond int64 (valid to the
+        # parameter constraints) would not fit the kernel's signature.
+        hyper = (self.optimizer.kind, float(lr), float(momentum), float(beta_1), float(beta_2),
+                 float(epsilon), float(est.alpha),
+                 self.batch, layout.shapes, layout.w_off, layout.b_off, self.act_kind,
+                 LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
+                 self.delta_b)
+        loss_sum = 0.0
+        with thread_limits(est.n_jobs), closing(data.chunks(chunk_order(rng, data))) as chunks:
+            for i, chunk in chunks:
+                order = rows_order(rng, data, i, chunk)
+                if isinstance(chunk, CsrBlock):
+                    loss, t = kernels.finetune_epoch_csr(
+                        chunk.data, chunk.indices, chunk.indptr, chunk.mean, chunk.scale,
+                        chunk.standardize, order, *rest, est.t_, *hyper)
+                else:
+                    loss, t = kernels.finetune_epoch(chunk, order, *rest, est.t_, *hyper)
+                loss_sum += loss
+                est.t_ = int(t)
+        return loss_sum / data.n_train()
 
-    def _record(self, loss, X_val):
+    def _record(self, loss, data):
         """Bookkeeping after an epoch; returns ``(progress message, converged)``."""
         est = self.estimator
         est.n_iter_ += 1
         est.loss_curve_.append(float(loss))
         message = f"[fine-tune] epoch {est.n_iter_}, {est.loss_} {loss:.4f}"
-        if X_val is not None:
-            score = -float(np.mean(est._squared_errors(X_val)))
+        validate = data is not None and data.holdout is not None
+        if validate:
+            score = -validation_error(est, data)
             est.validation_scores_.append(score)
             message += f", validation squared error {-score:.4f}"
-        self._update_no_improvement_count(loss, X_val is not None)
+        self._update_no_improvement_count(loss, validate)
         return message, est._no_improvement_count >= est.n_iter_no_change
 
     def _update_no_improvement_count(self, loss, early_stopping):
@@ -186,3 +223,15 @@ class FineTuner:
             f"keeping the weights after {self.estimator.n_iter_} epochs.",
             UserWarning,
         )
+
+
+def validation_error(estimator, data):
+    """Mean per-sample squared reconstruction error (input units) of the held-out rows
+    of ``data``, read chunk by chunk: never an in-memory copy of the validation set."""
+    total, count = 0.0, 0
+    for i in range(data.n_chunks):
+        rows = data.holdout.val_rows(*data.bounds(i))
+        if len(rows):
+            total += float(estimator._squared_errors(data.raw(i, rows)).sum())
+            count += len(rows)
+    return total / count

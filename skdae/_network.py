@@ -187,6 +187,9 @@ def check_fitted_state(est, check_values=True):
     check.number("best_loss_", optional=True)
     check.number("best_validation_score_", optional=True)
     _check_optimizer_state(est, check, layout, params.dtype, check_values)
+    from ._schedule import check_schedule_state
+
+    check_schedule_state(est, check, layout, params.dtype, check_values)
     _check_views(est, check, layout, params)
     return layout
 

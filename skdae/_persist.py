@@ -40,8 +40,12 @@ FORMAT_NAME = "skdae-model"
 # Version 2: an autoencoder stores its weights as one flat vector (``_params``; ``coefs_``
 # and ``intercepts_`` are rebuilt as views of it) and its optimiser state as named arrays;
 # version-1 files are read through :func:`migrate_state`.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 3: an autoencoder also stores the state of its partial_fit schedule
+# (``_schedule_phase``, ``_pass_samples``, ``_pass_loss``, ``_schedule_calls``,
+# ``_rbm_velocity``; see skdae._schedule); older files get the state of a finished
+# schedule through :func:`migrate_state`.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 _HEADER_MEMBER = "skdae.json"
 _ARRAY_MEMBER = "arrays/{}.npy"
@@ -67,7 +71,7 @@ ALLOWED_CLASSES = {
 
 # Runtime-only parameters, left out of fingerprints: changing them does not change what a
 # model computes.
-_RUNTIME_PARAMS = frozenset({"verbose", "n_jobs"})
+_RUNTIME_PARAMS = frozenset({"verbose", "n_jobs", "chunk_size"})
 
 _ATTR_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]*_|_[A-Za-z][A-Za-z0-9_]*)$")
 _ARRAY_KINDS = frozenset("biufcUS")
@@ -236,12 +240,13 @@ def _fitted_state(estimator):
 
 
 def migrate_state(cls, state, params=None):
-    """Upgrade the attributes of a format-1 model (or a pickle of skdae 0.1) in place.
+    """Upgrade the attributes of an older model (file or pickle) in place.
 
     Format 1 kept an autoencoder's weights as the lists ``coefs_`` / ``intercepts_``,
     its optimiser state as ``_optimizer_state_a`` / ``_b`` and its random stream seed as
-    ``_partial_fit_seed``; the unit types at inference came from the parameters. A state
-    without ``_partial_fit_seed`` is already current and is returned unchanged.
+    ``_partial_fit_seed``; the unit types at inference came from the parameters.
+    Formats 1 and 2 had no ``partial_fit`` schedule: a fitted autoencoder without its
+    state gets that of a finished schedule. A current state is returned unchanged.
 
     Parameters
     ----------
@@ -257,14 +262,19 @@ def migrate_state(cls, state, params=None):
     state : dict
         The same dict, upgraded.
     """
-    if "_partial_fit_seed" not in state:
-        return state
-    params = state if params is None else params
-    state["_seed"] = state.pop("_partial_fit_seed")
-    if cls.__name__ == "RBM":
-        state["_hidden_units"] = params.get("hidden_units", "bernoulli")
-    elif cls.__name__ == "RBMStackAutoencoder":
-        _migrate_autoencoder_v1(state, params)
+    if "_partial_fit_seed" in state:
+        params = state if params is None else params
+        state["_seed"] = state.pop("_partial_fit_seed")
+        if cls.__name__ == "RBM":
+            state["_hidden_units"] = params.get("hidden_units", "bernoulli")
+        elif cls.__name__ == "RBMStackAutoencoder":
+            _migrate_autoencoder_v1(state, params)
+    if cls.__name__ == "RBMStackAutoencoder" and "n_iter_" in state:
+        from ._schedule import SCHEDULE_DEFAULTS
+
+        # Formats 1 and 2 (and pickles of their time): no schedule was running.
+        for name, value in SCHEDULE_DEFAULTS.items():
+            state.setdefault(name, value)
     return state
 
 
@@ -378,7 +388,7 @@ class _Decoder:
             if not isinstance(key, str) or key.startswith("__") or not _ATTR_NAME.match(key):
                 raise InvalidModelFileError(f"{where}: bad attribute name {_short(key)}")
             state[key] = self.decode(value, f"{where}.{key}", depth + 1)
-        if self.version == 1:
+        if self.version < FORMAT_VERSION:
             migrate_state(cls, state, kwargs)
         for key, value in state.items():
             try:

@@ -7,14 +7,43 @@ layer, each RBM on the hidden means of the frozen layers below.
 
 import time
 import warnings
+from contextlib import closing
 
 import numpy as np
 
 from ._base import epoch_rng, epoch_seeds, readonly, thread_limits
 from ._kernels._codes import HIDDEN_KIND, VISIBLE_KIND
+from ._stream import ArrayRows, CsrBlock, EncodedRows, spill
 
 # Rows per chunk when encoding the data for the next layer: bounds the scratch memory.
 _CHUNK_ROWS = 4096
+
+# How an upper RBM of a streamed fit gets its data: "recompute" runs every chunk through
+# the frozen layers below at every epoch; "spill" writes the layer below's output once to
+# an unlinked temporary file (in SPILL_DIR, default the system's temporary folder) and
+# reads it back memory-mapped; "auto" spills when an RBM trains two epochs or more (with
+# one, both compute the layers below once) and the disk has room for twice the file plus
+# 1 GiB, and recomputes otherwise. Measured in benchmarks/scale.py (README, "Scale"): an
+# upper RBM's epoch costs 2-4x less from a spill file, since recomputing it means a
+# forward pass through every layer below; a spill file takes 4 bytes per sample and
+# hidden unit (4 GB for a million images under a 1000-unit layer), never private memory.
+UPPER_LAYERS = "auto"
+SPILL_DIR = None
+
+
+def chunk_order(rng, data):
+    """The epoch's order of chunks: none drawn for one chunk, so an in-memory fit draws
+    exactly the streams it drew before fits were streamed."""
+    return rng.permutation(data.n_chunks) if data.n_chunks > 1 else np.zeros(1, np.int64)
+
+
+def rows_order(rng, data, i, chunk):
+    """Shuffled training rows of chunk ``i`` (held-out validation rows left out)."""
+    rows = data.train_rows(i)
+    if rows is None:
+        n = chunk.n_rows if isinstance(chunk, CsrBlock) else chunk.shape[0]
+        return rng.permutation(n)
+    return rows[rng.permutation(len(rows))]
 
 
 class CDTrainer:
@@ -57,14 +86,15 @@ class CDTrainer:
     def _state(self):
         return (self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis, self.vel_hid, self.chain)
 
-    def run(self, X, epochs, key, *, stop, first_epoch=0, verbose=0, label="RBM", curve):
+    def run(self, data, epochs, key, *, stop, first_epoch=0, verbose=0, label="RBM", curve):
         """Train for up to ``epochs`` epochs, appending each epoch's error to ``curve``.
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_visible)
+        data : skdae._stream.Rows
             What the visible units see (standardised for Gaussian units), of the
-            parameters' dtype.
+            parameters' dtype, as chunks of rows: each epoch visits the chunks in a
+            shuffled order and the training rows of each chunk in a shuffled order.
         epochs : int
         key : tuple of int
             Names the random streams: epoch ``e`` draws from ``epoch_rng(*key, e)``.
@@ -83,35 +113,24 @@ class CDTrainer:
             True when Ctrl-C ended training early; the state then holds the epochs
             recorded in ``curve``.
         """
-        from ._kernels import _rbm as kernels
-
-        n_samples, n_visible = X.shape
+        n_samples, n_visible = data.n_train(), data.n_features
         n_hidden = self.W.shape[0]
         # A batch can never be larger than the data; buffers are sized once.
         batch = min(self.batch_size, n_samples)
         dtype = self.W.dtype
-        V_stack = np.empty((2 * batch, n_visible), dtype)
-        H_stack = np.empty((2 * batch, n_hidden), dtype)
-        H_sample = np.empty((batch, n_hidden), dtype)
+        buffers = (np.empty((2 * batch, n_visible), dtype), np.empty((2 * batch, n_hidden), dtype),
+                   np.empty((batch, n_hidden), dtype))
         chain = self.chain[:batch]
         for epoch in range(first_epoch, first_epoch + epochs):
             momentum = self.initial_momentum if epoch < self.momentum_switch_epoch else self.momentum
             rng = epoch_rng(*key, epoch)
-            order = rng.permutation(n_samples)
-            seed = epoch_seeds(rng, 1)[0]
             # The epoch's starting state, restored if it diverges or is interrupted (a copy
             # costs a fraction of a percent of an epoch).
             snapshot = [a.copy() for a in self._state()]
             n_recorded = len(curve)
             tic = time.perf_counter()
             try:
-                squared_error = kernels.cd_epoch(
-                    X, order, self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis,
-                    self.vel_hid, self.visible_kind, self.hidden_kind, self.cd_steps,
-                    self.persistent, chain, float(self.learning_rate), float(momentum),
-                    float(self.weight_decay),
-                    batch, seed, V_stack, H_stack, H_sample,
-                )
+                squared_error = self._epoch(data, rng, momentum, batch, chain, buffers)
                 error = squared_error / n_samples
                 if not (np.isfinite(error) and all(np.isfinite(a).all() for a in self._state())):
                     self._restore(snapshot)
@@ -133,6 +152,26 @@ class CDTrainer:
                 _warn_interrupted(label, len(curve), rolled_back=False)
                 return True
         return False
+
+    def _epoch(self, data, rng, momentum, batch, chain, buffers):
+        """One pass over every chunk, in a shuffled order; returns the summed error."""
+        from ._kernels import _rbm as kernels
+
+        hyper = (self.visible_kind, self.hidden_kind, self.cd_steps, self.persistent, chain,
+                 float(self.learning_rate), float(momentum), float(self.weight_decay), batch)
+        params = (self.W, self.b_vis, self.b_hid, self.vel_W, self.vel_vis, self.vel_hid)
+        total = 0.0
+        with closing(data.chunks(chunk_order(rng, data))) as chunks:
+            for i, chunk in chunks:
+                order = rows_order(rng, data, i, chunk)
+                seed = epoch_seeds(rng, 1)[0]
+                if isinstance(chunk, CsrBlock):
+                    total += kernels.cd_epoch_csr(
+                        chunk.data, chunk.indices, chunk.indptr, chunk.mean, chunk.scale,
+                        chunk.standardize, order, *params, *hyper, seed, *buffers)
+                else:
+                    total += kernels.cd_epoch(chunk, order, *params, *hyper, seed, *buffers)
+        return total
 
     def _restore(self, snapshot):
         for current, saved in zip(self._state(), snapshot):
@@ -175,14 +214,42 @@ def next_layer_data(data, W, b_hid, store):
     return readonly(out)
 
 
-def pretrain_stack(Xs, encoder, unit_types, trainer_settings, epochs, *, key, stop, n_jobs,
+def next_layer_rows(data, W, b_hid, store, epochs):
+    """The next RBM's training data: the hidden means of ``data`` under ``(W, b_hid)``.
+
+    In memory, all rows are encoded once into ``store`` (:func:`next_layer_data`). Out of
+    core, :data:`UPPER_LAYERS` decides: recompute them chunk by chunk at every one of the
+    ``epochs``, or spill them once to a temporary memory-mapped file.
+    """
+    if isinstance(data, ArrayRows) and not isinstance(data.Xs, np.memmap):
+        rows = ArrayRows(next_layer_data(data.Xs, W, b_hid, store), data.chunk_rows)
+        rows.holdout = data.holdout
+        return rows
+    encoded = EncodedRows(data, W, b_hid)
+    return spill(encoded, SPILL_DIR) if _spill_pays(encoded, epochs) else encoded
+
+
+def _spill_pays(rows, epochs):
+    if UPPER_LAYERS != "auto":
+        return UPPER_LAYERS == "spill"
+    if epochs < 2:
+        return False
+    import shutil
+    import tempfile
+
+    size = rows.n_samples * rows.n_features * rows.dtype.itemsize
+    free = shutil.disk_usage(SPILL_DIR or tempfile.gettempdir()).free
+    return free > 2 * size + (1 << 30)
+
+
+def pretrain_stack(data, encoder, unit_types, trainer_settings, epochs, *, key, stop, n_jobs,
                    verbose):
     """Greedy layer-wise CD training of the RBMs ``encoder``, in place.
 
     Parameters
     ----------
-    Xs : ndarray of shape (n_samples, n_features)
-        What the first layer's visible units see.
+    data : skdae._stream.Rows
+        What the first layer's visible units see, as chunks of rows.
     encoder : list of (W, b_vis, b_hid)
         Initial parameters of each RBM, ``W`` of shape ``(n_hidden, n_visible)``; trained
         in place.
@@ -210,11 +277,12 @@ def pretrain_stack(Xs, encoder, unit_types, trainer_settings, epochs, *, key, st
     """
     n_layers = len(encoder)
     curves = [[] for _ in encoder]
-    data = Xs
-    # One buffer holds the current layer's training data (the hidden means of the layer
-    # below) for every intermediate layer in turn; see next_layer_data.
-    widest = max((W.shape[0] for W, _, _ in encoder[:-1]), default=0)
-    store = np.empty(Xs.shape[0] * widest, Xs.dtype)
+    store = None
+    if isinstance(data, ArrayRows) and not isinstance(data.Xs, np.memmap):
+        # One buffer holds the current layer's training data (the hidden means of the
+        # layer below) for every intermediate layer in turn; see next_layer_data.
+        widest = max((W.shape[0] for W, _, _ in encoder[:-1]), default=0)
+        store = np.empty(data.n_samples * widest, data.dtype)
     for layer, ((W, b_vis, b_hid), (visible, hidden)) in enumerate(zip(encoder, unit_types)):
         trainer = CDTrainer(W, b_vis, b_hid, visible, hidden, persistent=False,
                             **trainer_settings(visible, hidden))
@@ -225,5 +293,5 @@ def pretrain_stack(Xs, encoder, unit_types, trainer_settings, epochs, *, key, st
             if interrupted:
                 return curves, True
             if layer < n_layers - 1:
-                data = next_layer_data(data, W, b_hid, store)
+                data = next_layer_rows(data, W, b_hid, store, epochs)
     return curves, False

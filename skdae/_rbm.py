@@ -15,7 +15,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import (
     VisibleUnitsMixin,
-    check_codes,
     epoch_seeds,
     new_seed,
     readonly,
@@ -68,6 +67,14 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Examples per minibatch.
     max_iter : int, default=10
         Epochs (passes over the training data) of :meth:`fit`.
+    chunk_size : int or None, default=None
+        Rows read at a time: each epoch visits chunks of this many rows in a shuffled
+        order, and the rows of each chunk in a shuffled order; inference on out-of-core
+        input also goes chunk by chunk. ``None``: an in-memory array (NumPy or SciPy
+        sparse) is one chunk (a full shuffle every epoch), and an out-of-core array
+        (``np.memmap``, Zarr, h5py, Dask, ...) is read in chunks of 64 MiB of float
+        rows, rounded down to whole chunks of a chunked store or else to whole
+        minibatches. Sparse input stays sparse: each minibatch is densified on its own.
     n_jobs : int, default=None
         Numba threads that run the kernels' blocks in parallel (BLAS itself is pinned to
         one thread inside them). ``None`` and ``-1`` use every thread Numba may use (all
@@ -143,6 +150,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         "init_std": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "chunk_size": [None, Interval(Integral, 1, None, closed="left")],
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -164,6 +172,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         init_std=0.1,
         batch_size=100,
         max_iter=10,
+        chunk_size=None,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -181,6 +190,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.init_std = init_std
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.chunk_size = chunk_size
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -201,9 +211,9 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self : RBM
             The fitted estimator.
         """
-        X = self._validate_input(X, reset=True)
-        self._initialize(X, check_random_state(self.random_state))
-        self._train(X, self.max_iter)
+        data = self._training_rows(X, reset=True)
+        self._initialize(data, check_random_state(self.random_state))
+        self._train(data, self.max_iter)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -225,16 +235,20 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self : RBM
             The updated estimator.
         """
-        X, first_call = self._partial_fit_input(X)
+        first_call = not hasattr(self, "n_iter_")
+        data = self._training_rows(X, reset=first_call)
         if first_call:
-            self._initialize(X, check_random_state(self.random_state))
-        self._train(X, 1)
+            self._initialize(data, check_random_state(self.random_state))
+        self._train(data, 1)
         return self
 
-    def _initialize(self, X, rng):
-        self._fit_visible_units(X)
-        n_features = X.shape[1]
-        dtype = X.dtype
+    # Parameters added after model-file format 1, at the value that reproduces format-1
+    # models (see skdae._persist.fingerprint).
+    _params_added_after_v1 = {"chunk_size": None}
+
+    def _initialize(self, data, rng):
+        n_features = data.n_features
+        dtype = data.dtype
         self.components_ = rng.normal(0.0, self.init_std, (self.n_components, n_features)).astype(dtype)
         self.intercept_hidden_ = np.zeros(self.n_components, dtype)
         self.intercept_visible_ = np.zeros(n_features, dtype)
@@ -251,12 +265,11 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     _TRAINING_ARRAYS = ("components_", "intercept_hidden_", "intercept_visible_",
                         "_velocity_components", "_velocity_hidden", "_velocity_visible", "_chain")
 
-    def _train(self, X, epochs):
+    def _train(self, data, epochs):
         for name in self._TRAINING_ARRAYS:
             # Read-only after loading from a memory map: train on a copy.
             if not getattr(self, name).flags.writeable:
                 setattr(self, name, getattr(self, name).copy())
-        Xs = self._visible_input(X)
         trainer = CDTrainer(
             self.components_, self.intercept_visible_, self.intercept_hidden_,
             self.visible_units_, self._hidden_units, cd_steps=self.cd_steps,
@@ -270,7 +283,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self._chain = trainer.chain
         with stop_on_ctrl_c() as stop, thread_limits(self.n_jobs):
             trainer.run(
-                Xs, epochs, (self._seed,), stop=stop, first_epoch=self.n_iter_,
+                data, epochs, (self._seed,), stop=stop, first_epoch=self.n_iter_,
                 verbose=self.verbose, label=type(self).__name__,
                 curve=self.reconstruction_error_curve_,
             )
@@ -307,46 +320,60 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         check.integer("_seed", 0, 2**63)
         check.numbers("reconstruction_error_curve_")
 
-    def transform(self, X):
+    def transform(self, X, *, out=None):
         """Hidden unit means (probabilities, or linear means) for ``X``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Visible states.
+            Visible states: a NumPy array, a SciPy sparse matrix, or an out-of-core
+            array (``np.memmap``, Zarr, h5py, Dask, ...) read ``chunk_size`` rows at a
+            time.
+        out : array of shape (n_samples, n_components), default=None
+            Where to write the result (anything with row assignment, e.g. a memmap).
 
         Returns
         -------
         H : ndarray of shape (n_samples, n_components)
-            Hidden means.
+            Hidden means (``out`` when given).
         """
+        check_is_fitted(self)
+        self._check_fitted_state(check_values=False)
+        return self._map_rows(X, self._hidden_means, (self._n_features_out,), out)
+
+    def _hidden_means(self, X):
         from ._kernels import _rbm as kernels
 
-        Xs = self._checked_visible_input(X)
+        Xs = self._visible_input(X)
         H = np.empty((Xs.shape[0], self._n_features_out), self._dtype)
         with thread_limits(self.n_jobs):
             kernels.hidden_means(Xs, self.components_, self.intercept_hidden_,
                                  HIDDEN_KIND[self._hidden_units], H)
         return H
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X, *, out=None):
         """Visible means for hidden states ``X``, in the input's units.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_components)
-            Hidden states or means (the output of :meth:`transform`).
+            Hidden states or means (the output of :meth:`transform`), in memory or out of
+            core.
+        out : array of shape (n_samples, n_features), default=None
+            Where to write the result.
 
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
-            Visible means.
+            Visible means (``out`` when given).
         """
-        from ._kernels import _rbm as kernels
-
         check_is_fitted(self)
         self._check_fitted_state(check_values=False)
-        H = check_codes(X, self._n_features_out, self._dtype, type(self).__name__)
+        return self._map_rows(X, self._visible_means, (self.n_features_in_,), out, codes=True)
+
+    def _visible_means(self, H):
+        from ._kernels import _rbm as kernels
+
         V = np.empty((H.shape[0], self.n_features_in_), self._dtype)
         with thread_limits(self.n_jobs):
             kernels.visible_means(readonly(H), self.components_, self.intercept_visible_,
@@ -382,7 +409,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                                HIDDEN_KIND[self._hidden_units], seed, H, out)
         return self._unscale(out)
 
-    def score_samples(self, X):
+    def score_samples(self, X, *, out=None):
         """Negative free energy of each sample: its unnormalised log-likelihood.
 
         Deterministic (unlike ``BernoulliRBM``'s stochastic pseudo-likelihood): the hidden
@@ -393,16 +420,23 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Samples to score.
+            Samples to score (in memory or out of core, as for :meth:`transform`).
+        out : array of shape (n_samples,), default=None
+            Where to write the scores.
 
         Returns
         -------
         scores : ndarray of shape (n_samples,)
             Negative free energies (higher is more probable).
         """
+        check_is_fitted(self)
+        self._check_fitted_state(check_values=False)
+        return self._map_rows(X, self._neg_free_energy, (), out, dtype=np.float64)
+
+    def _neg_free_energy(self, X):
         from ._kernels import _rbm as kernels
 
-        Xs = self._checked_visible_input(X)
+        Xs = self._visible_input(X)
         H = np.empty((Xs.shape[0], self._n_features_out), self._dtype)
         F = np.empty(Xs.shape[0], np.float64)
         with thread_limits(self.n_jobs):

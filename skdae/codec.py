@@ -78,6 +78,11 @@ def _is_count(value):
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
 
 
+# Samples encoded at a time by fit and compress: an out-of-core input (a memmap, Zarr,
+# h5py, Dask array) is never loaded whole; only its quantized levels are kept.
+_CHUNK_ROWS = 16384
+
+
 class CorruptArchiveError(ValueError):
     """Bytes that are not a valid archive: truncated, damaged, or another format.
 
@@ -330,6 +335,12 @@ def _decode_payload(payload, coder, expected):
     return out
 
 
+def _flat_rows(X, r0, r1):
+    """Samples ``r0:r1`` of ``X`` (in memory or out of core) as a 2-D NumPy array."""
+    block = np.asarray(X[r0:r1])
+    return block.reshape(block.shape[0], -1)
+
+
 class Codec(BaseEstimator):
     """Compress samples to bytes through the codes of a fitted transformer.
 
@@ -413,12 +424,16 @@ class Codec(BaseEstimator):
             Fitted codec.
         """
         self._check_n_bits()
-        X2, _ = self._flatten(X, check_features=False)
-        codes = self._transform(X2)
-        self.code_min_ = codes.min(axis=0).astype(np.float64)
-        self.code_max_ = codes.max(axis=0).astype(np.float64)
+        X, shape = self._flatten(X, check_features=False)
+        lo = hi = None
+        for r0 in range(0, X.shape[0], _CHUNK_ROWS):
+            codes = self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS))
+            lo = codes.min(axis=0) if lo is None else np.minimum(lo, codes.min(axis=0))
+            hi = codes.max(axis=0) if hi is None else np.maximum(hi, codes.max(axis=0))
+        self.code_min_ = lo.astype(np.float64)
+        self.code_max_ = hi.astype(np.float64)
         self.code_dtype_ = codes.dtype.str
-        self.n_features_in_ = X2.shape[1]
+        self.n_features_in_ = int(np.prod(shape, dtype=np.int64))
         return self
 
     # -- helpers -----------------------------------------------------------------------
@@ -497,24 +512,26 @@ class Codec(BaseEstimator):
         )
 
     def _flatten(self, X, check_features=True):
-        """Return ``(X as (n, n_features), sample shape)``."""
-        X = np.asarray(X)
-        if X.ndim < 2:
+        """Return ``(X, sample shape)``, ``X`` still of shape ``(n_samples, *shape)``:
+        an out-of-core array is left unread (see :func:`_flat_rows`)."""
+        if not (hasattr(X, "shape") and hasattr(X, "dtype") and hasattr(X, "__getitem__")):
+            X = np.asarray(X)
+        if len(X.shape) < 2:
             raise ValueError(
                 f"expected samples as rows of a 2-D (or image-shaped) array, got shape {X.shape}"
             )
         if X.shape[0] == 0:
             raise ValueError("no samples given")
-        shape = X.shape[1:]
+        shape = tuple(X.shape[1:])
         if len(shape) > _MAX_NDIM:
             raise ValueError(f"samples have {len(shape)} dimensions; at most {_MAX_NDIM}")
-        X2 = X.reshape(X.shape[0], -1)
-        if check_features and X2.shape[1] != self.n_features_in_:
+        n_features = int(np.prod(shape, dtype=np.int64))
+        if check_features and n_features != self.n_features_in_:
             raise ValueError(
-                f"samples of shape {shape} have {X2.shape[1]} values; the codec was fitted "
+                f"samples of shape {shape} have {n_features} values; the codec was fitted "
                 f"on {self.n_features_in_}"
             )
-        return X2, shape
+        return X, shape
 
     def _transform(self, X2):
         codes = np.asarray(self.model.transform(X2))
@@ -628,7 +645,9 @@ class Codec(BaseEstimator):
             Samples in the model's input space (e.g. images scaled to [0, 1]), as rows
             ``(n_samples, n_features)`` or with up to four dimensions per sample, such as
             ``(n_samples, 28, 28)``. The sample shape is stored, and :meth:`decompress`
-            returns the same shape.
+            returns the same shape. An out-of-core array (``np.memmap``, Zarr, h5py, Dask)
+            is read 16,384 samples at a time: only the quantized codes of all samples are
+            held in memory.
 
         Returns
         -------
@@ -636,15 +655,19 @@ class Codec(BaseEstimator):
             The archive; ``archive_info(data).bits_per_pixel`` gives its rate.
         """
         self._check_usable()
-        X2, shape = self._flatten(X)
-        if X2.shape[0] >= 1 << 32:
+        X, shape = self._flatten(X)
+        n = X.shape[0]
+        if n >= 1 << 32:
             raise ValueError("at most 2**32 - 1 samples fit in one archive")
-        levels = self.quantize(self._transform(X2))
+        levels = np.empty((n, self.n_units_), _LEVEL_DTYPE[8 if self.n_bits <= 8 else 16])
+        for r0 in range(0, n, _CHUNK_ROWS):
+            r1 = min(n, r0 + _CHUNK_ROWS)
+            levels[r0:r1] = self.quantize(self._transform(_flat_rows(X, r0, r1)))
         payload = _encode_payload(self._pack(levels), self.coder)
         header = _FIXED.pack(MAGIC, FORMAT_VERSION, CODERS[self.coder], self.n_bits, len(shape))
         header += struct.pack(f"<{len(shape)}I", *shape)
         fingerprint = bytes.fromhex(self.fingerprint)[:_FINGERPRINT_BYTES]
-        header += _TAIL.pack(self.n_units_, X2.shape[0], fingerprint)
+        header += _TAIL.pack(self.n_units_, n, fingerprint)
         out = io.BytesIO()
         out.write(header)
         out.write(payload)

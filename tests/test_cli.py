@@ -340,3 +340,26 @@ def test_bad_idx_inputs_are_explained(models, mnist, tmp_path, capsys, content, 
     err = _assert_fails_cleanly(capsys, "compress", models["pca"], path, "-o", tmp_path / "x")
     # the error names the file and says what is wrong with it
     assert f"{path}: " in err and message in err, err
+
+
+def test_compress_and_decompress_stream_their_samples(models, mnist, tmp_path, monkeypatch):
+    """compress reads its inputs a slice at a time (slices crossing files), decompress
+    decodes and writes a slice at a time: same bytes and arrays as in one piece."""
+    import skdae._codec_cli
+    import skdae.codec
+
+    images = mnist["images"][:50]
+    np.save(tmp_path / "a.npy", images[:23])
+    (tmp_path / "b.gz").write_bytes(gzip.compress(_idx_bytes(images[23:])))
+    monkeypatch.setattr(skdae.codec, "_CHUNK_ROWS", 7)
+    monkeypatch.setattr(skdae._codec_cli, "_DECODE_ROWS", 9)
+    archive = tmp_path / "a.skc"
+    assert run("compress", models["ae"], tmp_path / "a.npy", tmp_path / "b.gz", "-o", archive,
+               "-q") == 0
+    codec = load(models["ae"])
+    X = images / np.float32(255)
+    assert archive.read_bytes() == codec.compress(X)
+    assert run("decompress", models["ae"], archive, "-o", tmp_path / "out.npy", "--format",
+               "npy", "-q") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), codec.decompress(archive.read_bytes()),
+                               rtol=1e-6, atol=1e-6)

@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
@@ -342,14 +341,6 @@ def test_bad_shapes_are_rejected(digits):
         rbm.inverse_transform(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="2D array"):
         rbm.transform(digits[0])
-
-
-def test_sparse_input_is_rejected_with_a_clear_message(digits):
-    with pytest.raises((TypeError, ValueError), match="dense data is required"):
-        fit_rbm(sp.csr_matrix(digits[:50]))
-    rbm = fit_rbm(digits[:50], max_iter=1)
-    with pytest.raises((TypeError, ValueError), match="dense data is required"):
-        rbm.transform(sp.csr_matrix(digits[:5]))
 
 
 def test_divergence_raises_instead_of_returning_nan():

@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from ._blas import check_gemm, gemm
-from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
+from ._dense import block_bounds, dense_forward, gather_csr_rows, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
 
@@ -359,6 +359,32 @@ def finetune_epoch(
         b = min(batch_size, n - start)
         batch = Xb[:b]
         gather_rows(X, order, start, batch)
+        step += 1
+        total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
+                            acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
+                            learning_rate, momentum, beta1, beta2, epsilon)
+    return total, step
+
+
+@njit
+def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, params, grads,
+                       state_a, state_b, step, solver, learning_rate, momentum, beta1, beta2,
+                       epsilon, alpha, batch_size, shapes, w_off, b_off, act_kind, loss_kind, Xb,
+                       acts, act_off, delta_a, delta_b):
+    """:func:`finetune_epoch` over the rows of a CSR matrix ``(data, indices, indptr)``.
+
+    Each minibatch is densified into ``Xb`` (standardised with ``mean`` and ``scale`` when
+    ``standardize``) just before its step; the matrix itself stays sparse.
+    """
+    n_params = params.shape[0]
+    if state_a.shape[0] != n_params or (solver == SOLVER_ADAM and state_b.shape[0] != n_params):
+        raise ValueError("optimiser state does not match the parameters")
+    n = order.shape[0]
+    total = 0.0
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        batch = Xb[:b]
+        gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize, batch)
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,

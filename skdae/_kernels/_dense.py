@@ -77,3 +77,25 @@ def gather_rows(X, order, start, out):
     """``out[i] = X[order[start + i]]`` for every row of ``out``."""
     for i in prange(out.shape[0]):
         out[i] = X[order[start + i]]
+
+
+@njit(parallel=True)
+def gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize, out):
+    """Densify rows ``order[start:start + len(out)]`` of a CSR matrix into ``out``.
+
+    With ``standardize``, each value becomes ``(x - mean) / scale`` (zeros included), the
+    same float operations the dense path applies to a whole chunk, so a sparse and a dense
+    copy of the same data train the same model. Only one minibatch is ever dense.
+    """
+    n_features = out.shape[1]
+    zero = out.dtype.type(0.0)
+    for i in prange(out.shape[0]):
+        row = order[start + i]
+        dst = out[i]
+        for j in range(n_features):
+            dst[j] = zero
+        for p in range(indptr[row], indptr[row + 1]):
+            dst[indices[p]] = data[p]
+        if standardize:
+            for j in range(n_features):
+                dst[j] = (dst[j] - mean[j]) / scale[j]

@@ -19,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from ._blas import check_gemm, gemm
-from ._dense import block_bounds, dense_forward, gather_rows, n_blocks
+from ._dense import block_bounds, dense_forward, gather_csr_rows, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
@@ -228,6 +228,36 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
 
 
 @njit
+def _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
+              visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
+              batch, error_cols):
+    """One CD-k update on the batch already gathered into ``V_stack[:b]``."""
+    dtype = W.dtype.type
+    n_vis = W.shape[1]
+    V_pos = V_stack[:b]
+    V_neg = V_stack[b : 2 * b]
+    H_pos = H_stack[:b]
+    H_neg = H_stack[b : 2 * b]
+    H_s = H_sample[:b]
+    lr_b = lr / dtype(b)
+    key = derive_key(seed, batch * (cd_steps + 1))
+    _hidden_phase(V_pos, W, b_hid, hidden_kind, H_pos, H_s, not persistent, key)
+    if persistent:
+        H_s[:] = chain[:b]
+    for step in range(cd_steps):
+        last = step == cd_steps - 1
+        _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_cols, step == 0,
+                       vel_vis, last, lr_b, mom)
+        key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
+        _hidden_phase(V_neg, W, b_hid, hidden_kind, H_neg, H_s, persistent or not last, key)
+    if persistent:
+        chain[:b] = H_s
+    _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay)
+    for j in range(n_vis):
+        b_vis[j] += vel_vis[j]
+
+
+@njit
 def cd_epoch(
     X,
     order,
@@ -297,30 +327,43 @@ def cd_epoch(
     n_vis = W.shape[1]
     error_cols = np.zeros(n_vis, np.float64)
     for start in range(0, n, batch_size):
-        batch = start // batch_size
         b = min(batch_size, n - start)
-        V_pos = V_stack[:b]
-        V_neg = V_stack[b : 2 * b]
-        H_pos = H_stack[:b]
-        H_neg = H_stack[b : 2 * b]
-        H_s = H_sample[:b]
-        lr_b = lr / dtype(b)
-        gather_rows(X, order, start, V_pos)
-        key = derive_key(seed, batch * (cd_steps + 1))
-        _hidden_phase(V_pos, W, b_hid, hidden_kind, H_pos, H_s, not persistent, key)
-        if persistent:
-            H_s[:] = chain[:b]
-        for step in range(cd_steps):
-            last = step == cd_steps - 1
-            _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_cols, step == 0,
-                           vel_vis, last, lr_b, mom)
-            key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
-            _hidden_phase(V_neg, W, b_hid, hidden_kind, H_neg, H_s, persistent or not last, key)
-        if persistent:
-            chain[:b] = H_s
-        _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay)
-        for j in range(n_vis):
-            b_vis[j] += vel_vis[j]
+        gather_rows(X, order, start, V_stack[:b])
+        _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
+                  visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
+                  start // batch_size, error_cols)
+    squared_error = 0.0
+    for j in range(n_vis):
+        squared_error += error_cols[j]
+    return squared_error
+
+
+@njit
+def cd_epoch_csr(data, indices, indptr, mean, scale, standardize, order, W, b_vis, b_hid,
+                 vel_W, vel_vis, vel_hid, visible_kind, hidden_kind, cd_steps, persistent, chain,
+                 learning_rate, momentum, weight_decay, batch_size, seed, V_stack, H_stack,
+                 H_sample):
+    """:func:`cd_epoch` over the rows of a CSR matrix ``(data, indices, indptr)``.
+
+    Each minibatch is densified into ``V_stack`` (standardised with ``mean`` and ``scale``
+    when ``standardize``) just before its update; the matrix itself stays sparse. Same
+    random streams as :func:`cd_epoch`, so dense and sparse copies of the same data train
+    the same model.
+    """
+    dtype = W.dtype.type
+    lr = dtype(learning_rate)
+    mom = dtype(momentum)
+    decay = dtype(learning_rate * weight_decay)
+    n = order.shape[0]
+    n_vis = W.shape[1]
+    error_cols = np.zeros(n_vis, np.float64)
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize,
+                        V_stack[:b])
+        _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
+                  visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
+                  start // batch_size, error_cols)
     squared_error = 0.0
     for j in range(n_vis):
         squared_error += error_cols[j]
