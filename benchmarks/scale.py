@@ -26,12 +26,12 @@ quality   (only with ``--only quality``) MNIST 60,000 / 10,000, 784-500-250-30 w
           fit streamed from a memmap in chunks of 5,000 rows (chunk order and rows within
           chunks shuffled), and of ``dask_ml.wrappers.Incremental`` over a Dask array of
           6,000-row blocks (``samples_per_pass=60000``, 3 x 10 + 50 passes). A run of
-          one seed takes about 10 minutes: run them as separate runs with ``--seeds 0
+          one seed takes 11-15 minutes: run them as separate runs with ``--seeds 0
           --append``, ``--seeds 1 --append``, ... (the JSON keeps the other seeds).
 grid      The README's ``GridSearchCV`` over a Pipeline (MinMaxScaler, then
           RBMStackAutoencoder with hidden_layer_sizes (500, 250, 30) or
           (1000, 500, 250, 30), 5 pretraining and 20 fine-tuning epochs, or PCA(30)) on
-          8,000 MNIST images (``--grid-n``), cv=3, each fit on one core: wall time with
+          6,000 MNIST images (``--grid-n``), cv=3, each fit on one core: wall time with
           n_jobs=1, n_jobs=2 and on a 2-worker ``distributed.LocalCluster`` (1 thread
           each, joblib's Dask backend); and a worker's first fit with a cold (fresh,
           empty ``NUMBA_CACHE_DIR``) and with a warm (the same folder, filled by the
@@ -547,7 +547,7 @@ def main(argv=None):
                         help="quality: add these seeds to the output JSON's other seeds "
                         "(same model and epochs), so seeds can run in separate runs")
     parser.add_argument("--grid-n", type=int, default=None,
-                        help="MNIST images of the grid search (default 8,000)")
+                        help="MNIST images of the grid search (default 6,000)")
     parser.add_argument("--upper-n", type=int, default=None)
     parser.add_argument("--upper-epochs", type=int, default=3,
                         help="pretraining epochs per RBM in the upper section")
@@ -568,7 +568,7 @@ def main(argv=None):
     WAIT = not (args.quick or args.no_wait)
     args.sizes = args.sizes or ([20_000, 40_000] if args.quick else [60_000, 250_000, 1_000_000])
     args.upper_n = args.upper_n or (20_000 if args.quick else 250_000)
-    args.grid_n = args.grid_n or (2_000 if args.quick else 8_000)
+    args.grid_n = args.grid_n or (2_000 if args.quick else 6_000)
     if args.plot:
         rows = [r for f in args.plot for r in json.loads((RESULTS / f).read_text())["fit"]]
         plot(rows, RESULTS / "scale.png")
