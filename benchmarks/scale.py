@@ -583,6 +583,9 @@ def main(argv=None):
     payload = {"machine": machine(), "model": list(HIDDEN), "quick": args.quick,
                "command": " ".join(["python", "benchmarks/scale.py", *(argv or sys.argv[1:])]),
                "load_at_start": list(os.getloadavg())}
+    if args.append and args.previous:  # the runs of the other seeds, for the record
+        payload["earlier_commands"] = (args.previous.get("earlier_commands", [])
+                                       + [args.previous.get("command")])
     for section in sections:
         wait_for_quiet()  # each section is a heavy run: start it on a quiet machine
         print(f"== {section} (load {os.getloadavg()[0]:.2f})", flush=True)
