@@ -17,17 +17,29 @@ fit       For N = 60k, 250k and 1M "infinite MNIST" images (random shifts, rotat
           /proc/self/status; the data's page cache is file-backed and not counted).
 upper     How upper RBMs of a streamed fit get their data: recomputed through the frozen
           layers below at every epoch, or spilled once to a temporary memmap. 250k
-          memmapped images (``--upper-n``), 3 pretraining epochs per RBM.
-quality   (only with ``--only quality``) MNIST 60,000 / 10,000, 784-1000-500-250-30, 2
-          pretraining epochs per RBM and 4 fine-tuning epochs, seeds 0, 1, 2: test error
+          memmapped images (``--upper-n``), 3 pretraining epochs per RBM
+          (``--upper-epochs``) and 1 fine-tuning epoch.
+quality   (only with ``--only quality``) MNIST 60,000 / 10,000, 784-500-250-30 with
+          skdae's full schedule, 10 pretraining epochs per RBM and 50 fine-tuning epochs
+          (``--quality-hidden``, ``--quality-epochs``), seeds 0, 1, 2: test error
           (squared error per image) of an in-memory fit (a full shuffle every epoch), of a
           fit streamed from a memmap in chunks of 5,000 rows (chunk order and rows within
           chunks shuffled), and of ``dask_ml.wrappers.Incremental`` over a Dask array of
-          6,000-row blocks (``samples_per_pass=60000``, 4 x 2 + 4 passes).
-grid      ``GridSearchCV`` over a Pipeline (MinMaxScaler, then RBMStackAutoencoder or PCA)
-          on 10,000 MNIST images, cv=2: wall time with n_jobs=1, n_jobs=2 and on a
-          2-worker ``distributed.LocalCluster`` (joblib's Dask backend); and a worker's
-          first fit with a cold and with a warm Numba cache.
+          6,000-row blocks (``samples_per_pass=60000``, 3 x 10 + 50 passes). A run of
+          one seed takes 11-15 minutes: run them as separate runs with ``--seeds 0
+          --append``, ``--seeds 1 --append``, ... (the JSON keeps the other seeds).
+grid      The README's ``GridSearchCV`` over a Pipeline (MinMaxScaler, then
+          RBMStackAutoencoder with hidden_layer_sizes (500, 250, 30) or
+          (1000, 500, 250, 30), 5 pretraining and 20 fine-tuning epochs, or PCA(30)) on
+          6,000 MNIST images (``--grid-n``), cv=3, each fit on one core: wall time with
+          n_jobs=1, n_jobs=2 and on a 2-worker ``distributed.LocalCluster`` (1 thread
+          each, joblib's Dask backend); and a worker's first fit with a cold (fresh,
+          empty ``NUMBA_CACHE_DIR``) and with a warm (the same folder, filled by the
+          first) Numba cache.
+sparse    ``RBM`` on a generated binary bag-of-words CSR matrix (Zipf word frequencies;
+          20,000 documents x 50,000 words, 4 GB as dense float32), 2 epochs, in its
+          own process: peak RssAnon of fit and of transform, against the matrix's dense
+          and sparse sizes.
 
 Writes benchmarks/results/scale.json (scale_quick.json with --quick) and scale.png (time
 per epoch and peak private memory against N).
@@ -50,11 +62,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, markdown_table, use_local_mnist, write_json  # noqa: E402
 
-SECTIONS = ("fit", "upper", "grid", "quality")
-DEFAULT_SECTIONS = ("fit", "upper", "grid")
-# quality: Hinton & Salakhutdinov's model with fewer epochs than skdae's defaults (10 per
-# RBM, 50 fine-tuning), so that 9 fits take minutes each, not hours.
-QUALITY_EPOCHS = {"pretrain_epochs": 2, "max_iter": 4}
+SECTIONS = ("fit", "upper", "grid", "quality", "sparse")
+DEFAULT_SECTIONS = ("fit", "upper", "grid", "sparse")
+# quality: skdae's full schedule (10 epochs per RBM, 50 fine-tuning epochs) on
+# 784-500-250-30, since nine fits of 784-1000-500-250-30 with it would take over an hour
+# on 2 cores (see --quality-hidden and --quality-epochs for other budgets).
+QUALITY_HIDDEN = (500, 250, 30)
+QUALITY_EPOCHS = {"pretrain_epochs": 10, "max_iter": 50}
+# grid: the README's search (its "Use" section), cv=3, on --grid-n images.
+GRID_HIDDEN = [(500, 250, 30), (1000, 500, 250, 30)]
+GRID_EPOCHS = {"pretrain_epochs": 5, "max_iter": 20}
+GRID_CV = 3
 QUALITY_CHUNK = 5000
 QUALITY_BLOCK = 6000
 KINDS = ("memory", "memmap", "zarr", "dask")
@@ -158,9 +176,12 @@ def child_fit(spec):
     X = open_input(spec["n"], Path(spec["data_dir"]), spec["kind"])
     model = RBMStackAutoencoder(HIDDEN, pretrain_epochs=spec["pretrain_epochs"],
                                 max_iter=spec["max_iter"], random_state=0, verbose=1)
-    # Compile (or load from the cache) outside the measurement.
-    RBMStackAutoencoder((8, 4), pretrain_epochs=1, max_iter=1).fit(
-        np.random.default_rng(0).random((200, 784), dtype=np.float32))
+    # Compile (or load from the cache) outside the measurement: in-memory arrays and the
+    # read-only chunks of a streamed fit are different Numba types.
+    warm = np.random.default_rng(0).random((400, 784), dtype=np.float32)
+    RBMStackAutoencoder((8, 4), pretrain_epochs=1, max_iter=1).fit(warm)
+    warm.flags.writeable = False
+    RBMStackAutoencoder((8, 4), pretrain_epochs=2, max_iter=1, chunk_size=200).fit(warm)
     log = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(log):
         warnings.simplefilter("ignore")
@@ -184,12 +205,13 @@ def child_fit(spec):
 def run_child(spec):
     if spec["n"] >= 1_000_000:  # each 1M-image fit is a heavy run of its own
         wait_for_quiet()
+    load = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"child failed for {spec}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load_before"] = os.getloadavg()[0]
+    result["load_before"] = load
     print(f"  {spec['kind']:>6} n={spec['n']:>8}: {result['seconds']:7.1f} s, peak RssAnon "
           f"{result['peak_rss_anon_mb']:6.0f} MB, epochs {result['epoch_seconds']}", flush=True)
     return result
@@ -200,8 +222,12 @@ WAIT = True
 
 def wait_for_quiet(limit=1.0, patience=1200):
     """Wait (up to ``patience`` seconds, polling every 30 s) for a 1-minute load below
-    ``limit`` before each section and each 1M-image fit (not in --quick runs): the
-    machine is shared. The load at the start of each measurement is recorded."""
+    ``limit`` before each section and each 1M-image fit (not with --quick or --no-wait):
+    the machine is shared. The load at the start of each measurement is recorded.
+
+    Under the project's benchmark lock (``flock /work/bench.lock ...``) pass --no-wait:
+    the lock keeps benchmarks apart, the rest of the load is niced work that yields the
+    cores, and waiting would only hold the lock idle."""
     start = time.time()
     if not WAIT:
         return
@@ -232,7 +258,7 @@ def section_upper(args):
     n = args.upper_n
     dataset(n, args.data_dir, "memmap")
     return [run_child({"n": n, "kind": "memmap", "data_dir": str(args.data_dir),
-                       "pretrain_epochs": 3, "max_iter": 1, "upper": upper})
+                       "pretrain_epochs": args.upper_epochs, "max_iter": 1, "upper": upper})
             for upper in ("recompute", "spill")]
 
 
@@ -240,7 +266,9 @@ def reconstruction_score(pipe, X, y=None):
     return -float(((pipe.inverse_transform(pipe.transform(X)) - X) ** 2).sum(axis=1).mean())
 
 
-def _grid(n):
+def _grid(args):
+    """The README's search: a Pipeline (MinMaxScaler, then the autoencoder or PCA) over
+    the autoencoder's ``hidden_layer_sizes`` and PCA, on ``--grid-n`` MNIST images."""
     from sklearn.decomposition import PCA
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler
@@ -248,11 +276,14 @@ def _grid(n):
     from skdae import RBMStackAutoencoder
     from skdae.datasets import load_mnist
 
-    X = load_mnist("train", n_samples=n).data
+    X = load_mnist("train", n_samples=args.grid_n).data
     pipe = Pipeline([("scale", MinMaxScaler()), ("reduce", PCA(30))])
-    grid = [{"reduce": [RBMStackAutoencoder(pretrain_epochs=1, max_iter=2, random_state=0,
-                                            n_jobs=1)],
-             "reduce__hidden_layer_sizes": [(256, 30), (500, 250, 30)]},
+    # n_jobs=1: each fit on one core, the search's own n_jobs (or the cluster's workers)
+    # decides how many run at once.
+    grid = [{"reduce": [RBMStackAutoencoder(pretrain_epochs=GRID_EPOCHS["pretrain_epochs"],
+                                            max_iter=GRID_EPOCHS["max_iter"],
+                                            random_state=0, n_jobs=1)],
+             "reduce__hidden_layer_sizes": GRID_HIDDEN},
             {"reduce": [PCA(30)]}]
     return X, pipe, grid
 
@@ -283,9 +314,10 @@ def section_grid(args):
     import distributed
     from sklearn.model_selection import GridSearchCV
 
-    X, pipe, grid = _grid(args.grid_n)
+    X, pipe, grid = _grid(args)
     rows = []
     for label in ("n_jobs=1", "n_jobs=2", "LocalCluster 2x1"):
+        load = os.getloadavg()[0]
         tic = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -293,19 +325,32 @@ def section_grid(args):
                 with distributed.LocalCluster(n_workers=2, threads_per_worker=1,
                                               dashboard_address=None) as cluster, \
                         distributed.Client(cluster), joblib.parallel_config("dask"):
-                    search = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=2)
+                    search = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=GRID_CV)
                     search.fit(X)
             else:
-                search = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=2,
+                search = GridSearchCV(pipe, grid, scoring=reconstruction_score, cv=GRID_CV,
                                       n_jobs=int(label[-1])).fit(X)
-        rows.append({"setting": label, "seconds": time.perf_counter() - tic,
-                     "best": str(search.best_params_), "load_before": os.getloadavg()[0]})
-        print(f"  grid {label}: {rows[-1]['seconds']:.1f} s", flush=True)
+        seconds = time.perf_counter() - tic
+        rows.append({"setting": label, "seconds": seconds, "refit_seconds": search.refit_time_,
+                     "search_seconds": seconds - search.refit_time_,
+                     "best": str(search.best_params_["reduce__hidden_layer_sizes"]
+                                 if "reduce__hidden_layer_sizes" in search.best_params_
+                                 else search.best_params_["reduce"]),
+                     "mean_test_scores": search.cv_results_["mean_test_score"].tolist(),
+                     "mean_fit_seconds": search.cv_results_["mean_fit_time"].tolist(),
+                     "load_before": load})
+        print(f"  grid {label}: {seconds:.1f} s (refit {search.refit_time_:.1f} s)",
+              flush=True)
+    candidates = [str(p["reduce__hidden_layer_sizes"]) if "reduce__hidden_layer_sizes" in p
+                  else "PCA(30)" for p in search.cv_results_["params"]]
+    # A fresh, empty NUMBA_CACHE_DIR for the worker (it compiles every kernel its first
+    # fit needs), then the same folder again in a new cluster (it loads them).
     with tempfile.TemporaryDirectory() as cache:
         cold = _first_fit_on_worker(cache)
         warm = _first_fit_on_worker(cache)
     print(f"  worker's first fit: cold cache {cold:.1f} s, warm cache {warm:.1f} s")
-    return {"search": rows, "worker_first_fit_cold_s": cold, "worker_first_fit_warm_s": warm}
+    return {"n": args.grid_n, "cv": GRID_CV, "epochs": GRID_EPOCHS, "candidates": candidates,
+            "search": rows, "worker_first_fit_cold_s": cold, "worker_first_fit_warm_s": warm}
 
 
 def section_quality(args):
@@ -324,11 +369,12 @@ def section_quality(args):
     mm[:] = X
     mm.flush()
     mm = np.memmap(path, np.float32, "r", shape=X.shape)
-    n_layers = len(HIDDEN)
+    hidden, epochs = tuple(args.quality_hidden), dict(zip(QUALITY_EPOCHS, args.quality_epochs))
+    n_layers = len(hidden)
     rows = []
     for seed in args.seeds:
         def model(**extra):
-            return RBMStackAutoencoder(HIDDEN, random_state=seed, **QUALITY_EPOCHS, **extra)
+            return RBMStackAutoencoder(hidden, random_state=seed, **epochs, **extra)
 
         runs = {"in-memory fit (full shuffle)": lambda: model().fit(X),
                 f"memmap, chunks of {QUALITY_CHUNK}":
@@ -339,24 +385,30 @@ def section_quality(args):
                               random_state=seed)
             dX = da.from_array(X, chunks=(QUALITY_BLOCK, X.shape[1]))
             inc.fit(dX)
-            for _ in range(n_layers * QUALITY_EPOCHS["pretrain_epochs"]
-                           + QUALITY_EPOCHS["max_iter"] - 1):
+            for _ in range(n_layers * epochs["pretrain_epochs"] + epochs["max_iter"] - 1):
                 inc.partial_fit(dX)
             return inc.estimator_
 
         runs[f"Incremental, blocks of {QUALITY_BLOCK}"] = incremental
         for label, run in runs.items():
+            load = os.getloadavg()[0]
             tic = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ae = run()
             rows.append({"seed": seed, "setting": label, "test_error": -ae.score(X_test),
                          "train_error": -ae.score(X[:10000]), "seconds": time.perf_counter() - tic,
-                         "n_iter": ae.n_iter_, "load_before": os.getloadavg()[0]})
+                         "n_iter": ae.n_iter_, "load_before": load})
             print(f"  seed {seed} {label}: test error {rows[-1]['test_error']:.3f} "
                   f"({rows[-1]['seconds']:.0f} s)", flush=True)
     del mm
     path.unlink()
+    config = {"model": [784, *hidden], "epochs": epochs, "chunk_size": QUALITY_CHUNK,
+              "block": QUALITY_BLOCK, "n_train": n_train}
+    if args.append and args.previous.get("quality", {}).get("config") == config:
+        # Seeds run in separate (locked) runs add up: keep the other seeds' rows.
+        rows = [r for r in args.previous["quality"]["runs"] if r["seed"] not in args.seeds] + rows
+    rows.sort(key=lambda r: r["seed"])
     summary = {}
     for label in dict.fromkeys(r["setting"] for r in rows):
         errors = [r["test_error"] for r in rows if r["setting"] == label]
@@ -364,7 +416,64 @@ def section_quality(args):
     base = summary["in-memory fit (full shuffle)"]["mean_test_error"]
     for value in summary.values():
         value["relative_to_full_shuffle"] = value["mean_test_error"] / base - 1
-    return {"epochs": QUALITY_EPOCHS, "runs": rows, "summary": summary}
+    return {"config": config, "seeds": sorted({r["seed"] for r in rows}), "runs": rows,
+            "summary": summary}
+
+
+def bag_of_words(n_docs, vocabulary, words_per_doc, seed=0):
+    """Binary bag-of-words (CSR, float32) with Zipf word frequencies."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_docs), words_per_doc)
+    cols = np.minimum(rng.zipf(1.3, size=rows.size) - 1, vocabulary - 1)
+    X = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n_docs, vocabulary))
+    X.sum_duplicates()
+    X.data[:] = 1
+    return X
+
+
+SPARSE_SHAPE, SPARSE_WORDS, SPARSE_COMPONENTS, SPARSE_EPOCHS = (20_000, 50_000), 100, 64, 2
+
+
+def child_sparse(spec):
+    """Run in a fresh process: peak RssAnon of an RBM's fit and transform on CSR input."""
+    from skdae import RBM
+
+    X = bag_of_words(*SPARSE_SHAPE, SPARSE_WORDS)
+    params = {"n_components": SPARSE_COMPONENTS, "batch_size": 100, "random_state": 0}
+    RBM(max_iter=1, **params).fit(X[:500])  # compile (or load) outside the measurement
+    model = RBM(max_iter=SPARSE_EPOCHS, **params)
+    before = PeakRssAnon.now()
+    with PeakRssAnon() as fit_memory:
+        tic = time.perf_counter()
+        model.fit(X)
+        fit_seconds = time.perf_counter() - tic
+    with PeakRssAnon() as transform_memory:
+        codes = model.transform(X)
+    sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    return {"shape": list(X.shape), "nnz": int(X.nnz), "n_components": SPARSE_COMPONENTS,
+            "epochs": SPARSE_EPOCHS, "dense_float32_mb": X.shape[0] * X.shape[1] * 4 / 2**20,
+            "csr_mb": sparse_bytes / 2**20, "codes_mb": codes.nbytes / 2**20,
+            "rss_anon_before_fit_mb": before / 2**20,
+            "peak_rss_anon_fit_mb": fit_memory.peak / 2**20,
+            "peak_rss_anon_transform_mb": transform_memory.peak / 2**20,
+            "fit_seconds": fit_seconds}
+
+
+def section_sparse(args):
+    load = os.getloadavg()[0]
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps({"sparse": True})],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"sparse child failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["load_before"] = load
+    print(f"  sparse {result['shape']}: dense {result['dense_float32_mb']:.0f} MB, CSR "
+          f"{result['csr_mb']:.0f} MB, peak RssAnon fit {result['peak_rss_anon_fit_mb']:.0f} MB"
+          f" (before {result['rss_anon_before_fit_mb']:.0f} MB), transform "
+          f"{result['peak_rss_anon_transform_mb']:.0f} MB", flush=True)
+    return result
 
 
 # --------------------------------------------------------------------------- report
@@ -431,30 +540,59 @@ def main(argv=None):
     parser.add_argument("--max-in-memory", type=int, default=250_000,
                         help="largest N fitted as an in-memory array")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--quality-hidden", nargs="+", type=int, default=list(QUALITY_HIDDEN))
+    parser.add_argument("--quality-epochs", nargs=2, type=int, metavar=("PRETRAIN", "FINETUNE"),
+                        default=list(QUALITY_EPOCHS.values()))
+    parser.add_argument("--append", action="store_true",
+                        help="quality: add these seeds to the output JSON's other seeds "
+                        "(same model and epochs), so seeds can run in separate runs")
+    parser.add_argument("--grid-n", type=int, default=None,
+                        help="MNIST images of the grid search (default 6,000)")
     parser.add_argument("--upper-n", type=int, default=None)
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--upper-epochs", type=int, default=3,
+                        help="pretraining epochs per RBM in the upper section")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="do not wait for a quiet machine (under a benchmark lock)")
+    parser.add_argument("--output", default=None,
+                        help="JSON file name under benchmarks/results/")
+    parser.add_argument("--plot", nargs="+", default=None, metavar="JSON",
+                        help="only draw scale.png from the fit rows of these result files")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     use_local_mnist()
     if args.child:
-        print(json.dumps(child_fit(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(child_sparse(spec) if spec.get("sparse") else child_fit(spec)))
         return 0
     global WAIT
-    WAIT = not args.quick
+    WAIT = not (args.quick or args.no_wait)
     args.sizes = args.sizes or ([20_000, 40_000] if args.quick else [60_000, 250_000, 1_000_000])
     args.upper_n = args.upper_n or (20_000 if args.quick else 250_000)
-    args.grid_n = 2_000 if args.quick else 10_000
+    args.grid_n = args.grid_n or (2_000 if args.quick else 6_000)
+    if args.plot:
+        rows = [r for f in args.plot for r in json.loads((RESULTS / f).read_text())["fit"]]
+        plot(rows, RESULTS / "scale.png")
+        print("wrote", RESULTS / "scale.png")
+        return 0
     sections = args.only or DEFAULT_SECTIONS
-    payload = {"machine": machine(), "model": list(HIDDEN), "quick": args.quick}
-    for name in sections:
-        wait_for_quiet()  # each section is a heavy run: start it on a quiet machine
-        print(f"== {name} (load {os.getloadavg()[0]:.2f})", flush=True)
-        payload[name] = globals()[f"section_{name}"](args)
-    report(payload)
     name = args.output or ("scale_quick.json" if args.quick else
                            "scale.json" if not args.only else f"scale_{'_'.join(sections)}.json")
+    args.previous = {}
+    if args.append and (RESULTS / name).exists():
+        args.previous = json.loads((RESULTS / name).read_text())
+    payload = {"machine": machine(), "model": list(HIDDEN), "quick": args.quick,
+               "command": " ".join(["python", "benchmarks/scale.py", *(argv or sys.argv[1:])]),
+               "load_at_start": list(os.getloadavg())}
+    if args.append and args.previous:  # the runs of the other seeds, for the record
+        payload["earlier_commands"] = (args.previous.get("earlier_commands", [])
+                                       + [args.previous.get("command")])
+    for section in sections:
+        wait_for_quiet()  # each section is a heavy run: start it on a quiet machine
+        print(f"== {section} (load {os.getloadavg()[0]:.2f})", flush=True)
+        payload[section] = globals()[f"section_{section}"](args)
+    report(payload)
     print("wrote", write_json(name, payload))
-    if payload.get("fit"):
+    if payload.get("fit") and name in ("scale.json", "scale_quick.json"):
         plot(payload["fit"], RESULTS / name.replace(".json", ".png"))
     return 0
 

@@ -60,6 +60,17 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def digits32(digits):
+    """``digits`` in float32, the dtype the streaming tests train in.
+
+    Shared by the streaming and Dask tests: never modify it in place.
+    """
+    import numpy as np
+
+    return digits.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
 def real_data():
     """Real-valued data well outside [0, 1]: 600 digits with an offset and a scale."""
     from sklearn.datasets import load_digits

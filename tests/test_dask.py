@@ -11,17 +11,11 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 
 from skdae import RBM, RBMStackAutoencoder
 
 da = pytest.importorskip("dask.array")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return (load_digits().data / 16.0).astype(np.float32)
 
 
 @pytest.fixture(autouse=True)
@@ -40,44 +34,44 @@ def ae(**params):
 # ------------------------------------------------------------- partial_fit schedule
 
 
-def test_scheduled_partial_fit_walks_the_phases_of_fit(digits):
-    n = len(digits)
+def test_scheduled_partial_fit_walks_the_phases_of_fit(digits32):
+    n = len(digits32)
     model = ae(samples_per_pass=n)
     phases = []
     for _ in range(2 * 2 + 4):
-        for block in np.array_split(digits, 4):
+        for block in np.array_split(digits32, 4):
             assert model.partial_fit(block) is model
         phases.append((model._schedule_phase, [len(c) for c in model.pretrain_curves_],
                        model.n_iter_))
     assert phases[:4] == [(0, [1, 0], 0), (1, [2, 0], 0), (1, [2, 1], 0), (None, [2, 2], 0)]
     assert [p[2] for p in phases[4:]] == [1, 2, 3, 4] and len(model.loss_curve_) == 4
     # The same pretraining and fine-tuning budget as fit, to within a few percent.
-    reference = ae().fit(digits)
-    assert -model.score(digits) < 1.05 * -reference.score(digits)
+    reference = ae().fit(digits32)
+    assert -model.score(digits32) < 1.05 * -reference.score(digits32)
     # Without a schedule, the first call pretrains on its chunk alone (the old rule).
-    legacy = ae().partial_fit(digits[:400])
+    legacy = ae().partial_fit(digits32[:400])
     assert [len(c) for c in legacy.pretrain_curves_] == [2, 2] and legacy.n_iter_ == 1
 
 
-def test_schedule_survives_model_files_and_checks_its_state(digits, tmp_path):
+def test_schedule_survives_model_files_and_checks_its_state(digits32, tmp_path):
     import skdae
     from skdae._state import FittedStateError
 
-    model = ae(samples_per_pass=len(digits)).partial_fit(digits[:600])
+    model = ae(samples_per_pass=len(digits32)).partial_fit(digits32[:600])
     skdae.save(model, tmp_path / "m.skdae")
     loaded = skdae.load(tmp_path / "m.skdae")
     assert loaded._schedule_phase == 0
-    assert_array_equal(loaded.partial_fit(digits[600:1200])._params,
-                       model.partial_fit(digits[600:1200])._params)
+    assert_array_equal(loaded.partial_fit(digits32[600:1200])._params,
+                       model.partial_fit(digits32[600:1200])._params)
     model._rbm_velocity = model._rbm_velocity[:2]
     with pytest.raises(FittedStateError, match="_rbm_velocity"):
-        model.partial_fit(digits[:100])
+        model.partial_fit(digits32[:100])
 
 
-def test_incremental_over_a_dask_array_is_the_scheduled_partial_fit(digits):
+def test_incremental_over_a_dask_array_is_the_scheduled_partial_fit(digits32):
     wrappers = pytest.importorskip("dask_ml.wrappers")
-    n = len(digits)
-    X = da.from_array(digits, chunks=(450, 64))
+    n = len(digits32)
+    X = da.from_array(digits32, chunks=(450, 64))
     inc = wrappers.Incremental(ae(samples_per_pass=n), shuffle_blocks=False)
     inc.fit(X)
     for _ in range(2 * 2 + 4 - 1):
@@ -85,25 +79,25 @@ def test_incremental_over_a_dask_array_is_the_scheduled_partial_fit(digits):
     by_hand = ae(samples_per_pass=n)
     for _ in range(2 * 2 + 4):
         for r0 in range(0, n, 450):
-            by_hand.partial_fit(digits[r0 : r0 + 450])
+            by_hand.partial_fit(digits32[r0 : r0 + 450])
     assert inc.estimator_.n_iter_ == 4 and inc.estimator_._schedule_phase is None
     assert_array_equal(inc.estimator_._params, by_hand._params)
 
 
-def test_parallel_post_fit_gives_lazy_dask_codes(digits):
+def test_parallel_post_fit_gives_lazy_dask_codes(digits32):
     wrappers = pytest.importorskip("dask_ml.wrappers")
-    model = wrappers.ParallelPostFit(ae()).fit(digits)
-    X = da.from_array(digits, chunks=(500, 64))
+    model = wrappers.ParallelPostFit(ae()).fit(digits32)
+    X = da.from_array(digits32, chunks=(500, 64))
     codes = model.transform(X)
     assert isinstance(codes, da.Array)
     # Dask's threaded scheduler runs the blocks concurrently (see the thread tests).
-    expected = model.estimator.transform(digits)
+    expected = model.estimator.transform(digits32)
     assert_allclose(codes.compute(), expected, rtol=1e-5, atol=1e-6)
     # dask-ml maps the blocks without declaring the new column count (the lazy shape
     # says 64 columns until computed); map_blocks with the output chunks declares it.
     lazy = X.map_blocks(model.estimator.transform, chunks=(X.chunks[0], (8,)),
                         dtype=np.float32)
-    assert lazy.shape == (len(digits), 8)
+    assert lazy.shape == (len(digits32), 8)
     assert_allclose(lazy.compute(), expected, rtol=1e-5, atol=1e-6)
     # Without the wrapper a Dask array is read chunk by chunk into NumPy.
     assert isinstance(model.estimator.transform(X), np.ndarray)
@@ -131,11 +125,11 @@ def _concurrent_fits(X, n_threads=4):
     return results
 
 
-def test_concurrent_fits_and_transforms_from_threads(digits):
-    results = _concurrent_fits(digits)
-    assert_array_equal(results[1], ae(n_jobs=None).fit(digits).transform(digits))
-    rbm = RBM(16, max_iter=3, random_state=0).fit(digits)
-    assert_array_equal(results[0], rbm.transform(digits))
+def test_concurrent_fits_and_transforms_from_threads(digits32):
+    results = _concurrent_fits(digits32)
+    assert_array_equal(results[1], ae(n_jobs=None).fit(digits32).transform(digits32))
+    rbm = RBM(16, max_iter=3, random_state=0).fit(digits32)
+    assert_array_equal(results[0], rbm.transform(digits32))
     assert all(np.array_equal(results[i], results[i % 2]) for i in range(4))
 
 
@@ -170,7 +164,7 @@ def reconstruction_score(pipe, X, y=None):
     return -float(((pipe.inverse_transform(pipe.transform(X)) - X) ** 2).sum(axis=1).mean())
 
 
-def test_grid_search_and_encoding_on_a_local_cluster(digits):
+def test_grid_search_and_encoding_on_a_local_cluster(digits32):
     distributed = pytest.importorskip("distributed")
     wrappers = pytest.importorskip("dask_ml.wrappers")
     cloudpickle = pytest.importorskip("cloudpickle")
@@ -183,7 +177,7 @@ def test_grid_search_and_encoding_on_a_local_cluster(digits):
     # The workers cannot import this test module: ship its scorer by value (a user's
     # script, being __main__, is always shipped so).
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    X = digits[:600]
+    X = digits32[:600]
     pipe = Pipeline([("scale", MinMaxScaler()), ("reduce", PCA(8))])
     grid = [{"reduce": [ae(max_iter=2, pretrain_epochs=1)],
              "reduce__hidden_layer_sizes": [(16, 8), (32, 8)]},

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 
 from skdae import RBM, RBMStackAutoencoder
 from skdae.codec import Codec
 
 CHUNK = 300
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return (load_digits().data / 16.0).astype(np.float32)
 
 
 @pytest.fixture(autouse=True)
@@ -73,32 +67,32 @@ def rbm(**params):
 
 @pytest.mark.parametrize("early_stopping", [False, True])
 @pytest.mark.parametrize("upper", ["recompute", "spill"])
-def test_stack_reads_at_most_one_chunk_at_a_time(digits, early_stopping, upper, monkeypatch):
+def test_stack_reads_at_most_one_chunk_at_a_time(digits32, early_stopping, upper, monkeypatch):
     import skdae._pretraining
 
     monkeypatch.setattr(skdae._pretraining, "UPPER_LAYERS", upper)
-    X = RecordingArray(digits, CHUNK)
+    X = RecordingArray(digits32, CHUNK)
     model = ae(early_stopping=early_stopping).fit(X)
-    n_chunks = -(-len(digits) // CHUNK)
+    n_chunks = -(-len(digits32) // CHUNK)
     # Statistics pass, 2 RBMs x 2 epochs (the upper one recomputed from the input, or
     # read from the spill file written in one pass), 3 fine-tuning epochs, and with
     # early stopping one validation pass per epoch.
     passes = 1 + 2 + (2 if upper == "recompute" else 1) + 3 + (3 if early_stopping else 0)
     assert len(X.reads) == passes * n_chunks
-    assert {r for r in X.reads} == {(r0, min(len(digits), r0 + CHUNK))
-                                    for r0 in range(0, len(digits), CHUNK)}
+    assert {r for r in X.reads} == {(r0, min(len(digits32), r0 + CHUNK))
+                                    for r0 in range(0, len(digits32), CHUNK)}
     X.reads.clear()
     codes = model.transform(X)
-    assert codes.shape == (len(digits), 8) and len(X.reads) == n_chunks
-    assert_allclose(codes, model.transform(digits), rtol=1e-5, atol=1e-6)
+    assert codes.shape == (len(digits32), 8) and len(X.reads) == n_chunks
+    assert_allclose(codes, model.transform(digits32), rtol=1e-5, atol=1e-6)
 
 
-def test_rbm_reads_at_most_one_chunk_at_a_time(digits):
-    X = RecordingArray(digits, CHUNK)
+def test_rbm_reads_at_most_one_chunk_at_a_time(digits32):
+    X = RecordingArray(digits32, CHUNK)
     model = rbm().fit(X)
-    assert len(X.reads) == (1 + 3) * -(-len(digits) // CHUNK)
+    assert len(X.reads) == (1 + 3) * -(-len(digits32) // CHUNK)
     X.reads.clear()
-    assert model.score_samples(X).shape == (len(digits),)
+    assert model.score_samples(X).shape == (len(digits32),)
     assert max(stop - start for start, stop in X.reads) <= CHUNK
 
 
@@ -131,10 +125,10 @@ def _containers(tmp_path, X):
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0], ids=["bernoulli", "gaussian"])
-def test_streamed_fit_is_the_in_memory_fit(digits, tmp_path, scale):
+def test_streamed_fit_is_the_in_memory_fit(digits32, tmp_path, scale):
     """Every container gives exactly the model an in-memory array gives with the same
     chunk_size (the same chunks, shuffles and kernels), Bernoulli and Gaussian."""
-    X = digits * np.float32(scale) - np.float32(scale > 1)
+    X = digits32 * np.float32(scale) - np.float32(scale > 1)
     reference = ae(early_stopping=True).fit(X)
     ref_rbm = rbm().fit(X)
     for name, container in _containers(tmp_path, X):
@@ -148,26 +142,26 @@ def test_streamed_fit_is_the_in_memory_fit(digits, tmp_path, scale):
 
 
 @pytest.mark.parametrize("upper", ["recompute", "spill", "auto"])
-def test_upper_rbms_recomputed_or_spilled_give_the_same_model(digits, tmp_path, monkeypatch,
+def test_upper_rbms_recomputed_or_spilled_give_the_same_model(digits32, tmp_path, monkeypatch,
                                                                upper):
     import skdae._pretraining
 
-    reference = ae(early_stopping=True).fit(digits)
+    reference = ae(early_stopping=True).fit(digits32)
     monkeypatch.setattr(skdae._pretraining, "UPPER_LAYERS", upper)
     monkeypatch.setattr(skdae._pretraining, "SPILL_DIR", str(tmp_path))
     spilled = []
     real_spill = skdae._pretraining.spill
     monkeypatch.setattr(skdae._pretraining, "spill",
                         lambda rows, d: spilled.append(1) or real_spill(rows, d))
-    model = ae(early_stopping=True).fit(_memmap(tmp_path, digits))
+    model = ae(early_stopping=True).fit(_memmap(tmp_path, digits32))
     assert_array_equal(model._params, reference._params)
     # "auto" spills here: two epochs per RBM and room on the disk.
     assert len(spilled) == (0 if upper == "recompute" else 1)
     assert not list(tmp_path.glob("tmp*"))  # the spill file is unlinked
 
 
-def test_uint8_is_scaled_by_255_in_memory_and_out_of_core(digits, tmp_path):
-    pixels = np.rint(digits * 255).astype(np.uint8)
+def test_uint8_is_scaled_by_255_in_memory_and_out_of_core(digits32, tmp_path):
+    pixels = np.rint(digits32 * 255).astype(np.uint8)
     as_float = pixels.astype(np.float32) / np.float32(255)
     reference = ae().fit(as_float)
     for X in (pixels, _memmap(tmp_path, pixels), RecordingArray(pixels, CHUNK)):
@@ -177,11 +171,11 @@ def test_uint8_is_scaled_by_255_in_memory_and_out_of_core(digits, tmp_path):
         assert_array_equal(model.transform(X), reference.transform(as_float))
 
 
-def test_default_chunking_is_one_chunk_in_memory_and_bounded_out_of_core(digits, tmp_path):
+def test_default_chunking_is_one_chunk_in_memory_and_bounded_out_of_core(digits32, tmp_path):
     from skdae._stream import DEFAULT_CHUNK_BYTES
 
-    whole = ae(chunk_size=None).fit(digits)
-    assert_array_equal(whole._params, ae(chunk_size=len(digits)).fit(digits)._params)
+    whole = ae(chunk_size=None).fit(digits32)
+    assert_array_equal(whole._params, ae(chunk_size=len(digits32)).fit(digits32)._params)
     model = ae(chunk_size=None, batch_size=50)
     big = np.zeros((2, 300_000), np.float32)  # 2 rows x 1.2 MB: 53 rows per 64 MiB
     assert model._chunk_rows(10**6, 300_000, np.float32, out_of_core=True) == 50
@@ -197,8 +191,8 @@ def test_default_chunking_is_one_chunk_in_memory_and_bounded_out_of_core(digits,
 # ------------------------------------------------------------------- input checks
 
 
-def test_streamed_statistics_and_checks(digits, tmp_path):
-    X = digits * 5 + 2  # Gaussian units
+def test_streamed_statistics_and_checks(digits32, tmp_path):
+    X = digits32 * 5 + 2  # Gaussian units
     model = ae(chunk_size=128).fit(_memmap(tmp_path, X))
     assert model.visible_units_ == "gaussian"
     assert_allclose(model.mean_, X.mean(axis=0), rtol=1e-6, atol=1e-6)
@@ -211,11 +205,11 @@ def test_streamed_statistics_and_checks(digits, tmp_path):
         ae().fit(RecordingArray(bad, CHUNK))
     with pytest.raises(ValueError, match="MinMaxScaler"):
         ae(visible_units="bernoulli").fit(RecordingArray(X, CHUNK))
-    fitted = ae().fit(RecordingArray(digits, CHUNK))
+    fitted = ae().fit(RecordingArray(digits32, CHUNK))
     with pytest.raises(ValueError, match="features"):
-        fitted.transform(RecordingArray(digits[:, :10], CHUNK))
+        fitted.transform(RecordingArray(digits32[:, :10], CHUNK))
     with pytest.raises(ValueError, match="2D"):
-        ae().fit(RecordingArray(digits[:, 0], CHUNK))
+        ae().fit(RecordingArray(digits32[:, 0], CHUNK))
 
 
 # -------------------------------------------------------------------------- sparse
@@ -260,33 +254,33 @@ def test_sparse_rbm_memory_is_far_below_the_dense_size():
 # ------------------------------------------------------------------------ inference
 
 
-def test_streamed_inference_into_a_caller_memmap(digits, tmp_path):
-    model = ae().fit(digits)
-    X = _memmap(tmp_path, digits)
-    out = np.lib.format.open_memmap(tmp_path / "codes.npy", "w+", np.float32, (len(digits), 8))
+def test_streamed_inference_into_a_caller_memmap(digits32, tmp_path):
+    model = ae().fit(digits32)
+    X = _memmap(tmp_path, digits32)
+    out = np.lib.format.open_memmap(tmp_path / "codes.npy", "w+", np.float32, (len(digits32), 8))
     assert model.transform(X, out=out) is out
-    assert_allclose(out, model.transform(digits), rtol=1e-5, atol=1e-6)
+    assert_allclose(out, model.transform(digits32), rtol=1e-5, atol=1e-6)
     codes = RecordingArray(np.asarray(out), CHUNK)
     assert_allclose(model.inverse_transform(codes), model.inverse_transform(np.asarray(out)),
                     rtol=1e-5, atol=1e-6)
-    assert_allclose(model.score_samples(X), model.score_samples(digits), rtol=1e-5)
-    assert_allclose(model.transform(sp.csr_matrix(digits)), model.transform(digits),
+    assert_allclose(model.score_samples(X), model.score_samples(digits32), rtol=1e-5)
+    assert_allclose(model.transform(sp.csr_matrix(digits32)), model.transform(digits32),
                     rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         model.transform(X, out=np.empty((3, 8), np.float32))
 
 
-def test_codec_compresses_out_of_core_input(digits, tmp_path, monkeypatch):
+def test_codec_compresses_out_of_core_input(digits32, tmp_path, monkeypatch):
     import skdae.codec
 
-    model = ae().fit(digits)
-    codec = Codec(model, n_bits=6).fit(RecordingArray(digits, 10**6))
-    assert_array_equal(codec.code_max_, Codec(model, n_bits=6).fit(digits).code_max_)
+    model = ae().fit(digits32)
+    codec = Codec(model, n_bits=6).fit(RecordingArray(digits32, 10**6))
+    assert_array_equal(codec.code_max_, Codec(model, n_bits=6).fit(digits32).code_max_)
     monkeypatch.setattr(skdae.codec, "_CHUNK_ROWS", 256)
-    images = RecordingArray(digits.reshape(-1, 8, 8), 256)
+    images = RecordingArray(digits32.reshape(-1, 8, 8), 256)
     blob = codec.compress(images)
     monkeypatch.setattr(skdae.codec, "_CHUNK_ROWS", 10**6)
-    assert blob == codec.compress(digits.reshape(-1, 8, 8))
+    assert blob == codec.compress(digits32.reshape(-1, 8, 8))
 
 
 # ------------------------------------------------------------------ private memory
@@ -348,8 +342,8 @@ def test_private_memory_does_not_grow_with_n_samples(tmp_path):
     assert peaks[n_big] - peaks[10_000] < 40 * 2**20, peaks
 
 
-def test_malformed_sparse_input_is_refused_before_any_kernel(digits):
-    X = sp.csr_matrix(digits[:100])
+def test_malformed_sparse_input_is_refused_before_any_kernel(digits32):
+    X = sp.csr_matrix(digits32[:100])
     X.indices[5] = 64  # one column past the end: a kernel would write out of bounds
     with pytest.raises(ValueError, match="indices"):
         rbm().fit(X)
