@@ -6,10 +6,15 @@
 
 Sections (``--only`` picks some of them):
 
+blas      Single-threaded sgemm on the block shapes of skdae's kernels (batch 100, two
+          column blocks, leading dimensions of the whole arrays), SciPy's OpenBLAS (LP64)
+          against the one in NumPy's wheel (ILP64): what skdae._kernels._blas's choice of
+          library per transposition rests on.
+
 cd        One CD-1 epoch of an RBM 784 -> 1000 on the first 20,000 MNIST training images
           (batch 100, float32): skdae's ``RBM.fit`` (max_iter=1), the GEMM floor (the four
-          matrix products a CD-1 batch needs, and nothing else, with NumPy's BLAS; for
-          reference also with SciPy's BLAS, the library skdae's Numba kernels call, and with
+          matrix products a CD-1 batch needs, and nothing else, with NumPy's BLAS;
+          also with SciPy's BLAS (skdae's kernels call both OpenBLAS builds) and with
           PyTorch's), scikit-learn's BernoulliRBM (n_iter=1), a plain NumPy CD-1 and the
           same algorithm in PyTorch.
 finetune  One fine-tuning epoch of the unrolled 784-1000-500-196-500-1000-784 autoencoder
@@ -30,7 +35,10 @@ profile   Where skdae's epochs lose time: CD-1 and fine-tuning epochs of skdae a
 Method: warm runs are timed apart from the first call (Numba compile or cache load, torch
 start-up); within a section every implementation runs in the same process, interleaved
 (A, B, C, A, B, C, ...), and the median of the repeats is reported, as a ratio to the
-GEMM floor (NumPy's BLAS) and as skdae's speedup over each peer (peer time / skdae time).
+GEMM floor (NumPy's BLAS) and to the fastest of the three floors (NumPy's, SciPy's,
+PyTorch's BLAS), as skdae's speedup over each peer (peer time / skdae time), and as the
+fraction of the machine's peak single-precision FLOP rate (see ``peak_flops``) that the
+epoch's matrix products reach.
 BLAS thread pools are left at their defaults (all cores) for everyone; PyTorch is given
 ``os.cpu_count()`` threads. The thread counts are recorded in the JSON.
 
@@ -57,7 +65,7 @@ from scipy.linalg import blas as scipy_blas
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, use_local_mnist, write_json  # noqa: E402
 
-SECTIONS = ("cd", "finetune", "coldstart", "scaling", "memory", "profile")
+SECTIONS = ("blas", "cd", "finetune", "coldstart", "scaling", "memory", "profile")
 AUTOENCODER = (1000, 500, 196)
 N_FEATURES = 784
 BATCH = 100
@@ -69,13 +77,22 @@ CD_WEIGHT_DECAY = 2e-4
 FT_LR = 1e-3
 FT_MOMENTUM = 0.9
 
-# The targets of issue 4, checked at the end of the run.
+# The targets of issue 12 (issue 4's import target kept), checked at the end of the run.
+# The floor ratio is taken against the fastest GEMM floor measured (NumPy's, SciPy's or
+# PyTorch's BLAS), not only NumPy's.
 TARGET_FLOOR_RATIO = 1.10
-TARGET_TORCH_SPEEDUP = 1.25
+TARGET_TORCH_SPEEDUP = 1.10
 TARGET_SKLEARN_SPEEDUP = 2.0
 TARGET_IMPORT_RATIO = 1.2
-TARGET_WARM_CACHE_OVERHEAD_S = 1.5
+TARGET_WARM_CACHE_OVERHEAD_S = 0.5
+TARGET_COMPILE_S = 10.0
 TARGET_MEMORY_EXTRA_MB = 300.0
+FLOORS = ("gemm_floor", "gemm_floor_scipy", "gemm_floor_torch")
+
+# Peak single-precision rate, for the fraction of it each epoch reaches: measured by
+# benchmarks/fma_peak.c (12 independent 512-bit FMA chains per core, all cores at once)
+# when a C compiler is at hand, else PEAK_FALLBACK (see peak_flops).
+FMA_SOURCE = Path(__file__).resolve().parent / "fma_peak.c"
 
 
 def settings(quick):
@@ -107,9 +124,14 @@ def interleave(peers, repeats):
     return times
 
 
-def summarize(times, floor="gemm_floor", skdae="skdae"):
-    """Median, min, ratio to the floor and skdae's speedup of every peer (None when absent)."""
+def summarize(times, flops=None, peak=None, floor="gemm_floor", skdae="skdae"):
+    """Median, min, ratio to the floor (NumPy's BLAS) and to the fastest floor, skdae's
+    speedup and the fraction of the peak FLOP rate, of every peer (None when absent).
+
+    ``flops`` is the epoch's matrix-product work (2 m n k summed over its GEMMs) and
+    ``peak`` the machine's peak FLOP/s (:func:`peak_flops`)."""
     med = {k: (float(np.median(v)) if v else None) for k, v in times.items()}
+    fastest = min((med[f] for f in FLOORS if med.get(f)), default=None)
     rows = {}
     for name, values in times.items():
         m = med[name]
@@ -118,7 +140,10 @@ def summarize(times, floor="gemm_floor", skdae="skdae"):
             "median_s": m,
             "min_s": float(min(values)) if values else None,
             "ratio_to_floor": (m / med[floor]) if m and med.get(floor) else None,
+            "ratio_to_fastest_floor": (m / fastest) if m and fastest else None,
             "skdae_speedup": (m / med[skdae]) if m and med.get(skdae) else None,
+            "gflops": (flops / m / 1e9) if m and flops else None,
+            "peak_fraction": (flops / m / peak) if m and flops and peak else None,
         }
     return rows
 
@@ -130,7 +155,8 @@ def peer_table(rows, labels):
              for name, row in rows.items()]
     return markdown_table(table, [
         ("name", "implementation", ""), ("median_s", "median s", ".3f"), ("min_s", "min s", ".3f"),
-        ("ratio_to_floor", "x GEMM floor", ".2f"), ("skdae_speedup", "skdae speedup", ".2f"),
+        ("ratio_to_floor", "x NumPy floor", ".2f"), ("ratio_to_fastest_floor", "x fastest floor", ".2f"),
+        ("skdae_speedup", "skdae speedup", ".2f"), ("peak_fraction", "of peak FLOP/s", ".1%"),
     ])
 
 
@@ -164,6 +190,13 @@ def numba_layer():
         return None
 
 
+def skdae_blas():
+    """Which BLAS skdae's kernels call in this process (see skdae._kernels._blas)."""
+    from skdae._kernels import _blas
+
+    return _blas.BLAS
+
+
 def thread_info(torch):
     """Every thread pool in the process, as threadpoolctl sees it, plus PyTorch's and Numba's."""
     import numba
@@ -180,8 +213,10 @@ def thread_info(torch):
         "numba_threading_layer": numba_layer(),
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "torch": torch.__version__ if torch is not None else None,
-        "note": "numpy.dot uses NumPy's OpenBLAS; skdae's Numba kernels call SciPy's OpenBLAS "
-                "(through scipy.linalg.cython_blas).",
+        "skdae_blas": skdae_blas(),
+        "note": "numpy.dot uses NumPy's OpenBLAS; skdae's Numba kernels call NumPy's OpenBLAS (ILP64) "
+                "for products with an untransposed B and SciPy's for a transposed B, see skdae_blas; "
+                "before issue 12 they called SciPy's only (through scipy.linalg.cython_blas).",
     }
     return info
 
@@ -224,6 +259,59 @@ def run_child(code, env=None, timeout=1800):
     if proc.returncode != 0:
         raise RuntimeError(f"child process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_flops(fallback_gflops):
+    """The machine's peak single-precision FLOP/s and how it was obtained.
+
+    Compiles and runs benchmarks/fma_peak.c (independent FMA chains, no memory traffic:
+    the rate the FMA units allow) on every core at once, best of three; without a C
+    compiler, ``fallback_gflops``. On AMD Zen 4 a 512-bit FMA runs as two 256-bit halves,
+    so both widths give 32 FLOP per cycle and core: the measured rate divided by 32 x cores
+    is the clock the cores actually ran at.
+    """
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    cores = os.cpu_count()
+    if cc is not None and FMA_SOURCE.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            best = {}
+            for width, flags in ((512, ["-mavx512f", "-mfma"]), (256, ["-mavx2", "-mfma"])):
+                exe = os.path.join(tmp, f"fma{width}")
+                built = subprocess.run([cc, "-O2", *flags, "-fopenmp", f"-DW={width}", str(FMA_SOURCE),
+                                        "-o", exe], capture_output=True)
+                if built.returncode:
+                    continue
+                runs = []
+                for threads in (1, cores):
+                    for _ in range(3):
+                        out = subprocess.run([exe, "100000000", str(threads)], capture_output=True, text=True)
+                        if out.returncode == 0:
+                            runs.append((threads, json.loads(out.stdout)["gflops"]))
+                if runs:
+                    best[width] = {"one_core_gflops": max(g for t, g in runs if t == 1),
+                                   "all_cores_gflops": max(g for t, g in runs if t == cores)}
+            if best:
+                width = max(best, key=lambda w: best[w]["all_cores_gflops"])
+                one = best[width]["one_core_gflops"]
+                return {"gflops": best[width]["all_cores_gflops"], "method": f"measured FMA throughput "
+                        f"(benchmarks/fma_peak.c, {width}-bit, {cores} threads, best of 3)",
+                        "one_core_gflops": one, "clock_ghz_at_32_flop_per_cycle": one / 32, "by_width": best}
+    return {"gflops": fallback_gflops, "method": "--peak-gflops (no C compiler to measure it)"}
+
+
+def cd_flops(n, n_visible=N_FEATURES, n_hidden=1000):
+    """FLOPs of a CD-1 epoch's matrix products: three (b x n_vis x n_hid) products per
+    batch and one (n_hid x 2b x n_vis) weight gradient."""
+    return 2.0 * n * n_visible * n_hidden * 3 + 2.0 * n_hidden * 2 * n * n_visible
+
+
+def ft_flops(n):
+    """FLOPs of a fine-tuning epoch's matrix products: forward, weight gradient and (above
+    the first layer) delta of every layer."""
+    pairs = [a * b for a, b in layer_shapes()]
+    return 2.0 * n * (2 * sum(pairs) + sum(pairs[1:]))
 
 
 # --------------------------------------------------------------------- CD-1 peers
@@ -357,7 +445,7 @@ def cd_torch_fn(torch, X, n_hidden, seed=0):
 CD_LABELS = {
     "skdae": "skdae RBM.fit (1 epoch)",
     "gemm_floor": "GEMM floor (NumPy BLAS)",
-    "gemm_floor_scipy": "GEMM floor (SciPy BLAS, as in skdae's kernels)",
+    "gemm_floor_scipy": "GEMM floor (SciPy's OpenBLAS)",
     "numpy": "plain NumPy CD-1",
     "sklearn": "scikit-learn BernoulliRBM (1 epoch)",
     "gemm_floor_torch": "GEMM floor (PyTorch's BLAS)",
@@ -365,7 +453,7 @@ CD_LABELS = {
 }
 
 
-def bench_cd(X, repeats, torch):
+def bench_cd(X, repeats, torch, peak=None):
     n_hidden = 1000
     small = np.ascontiguousarray(X[:200])
     peers = {
@@ -395,7 +483,7 @@ def bench_cd(X, repeats, torch):
     times = interleave(peers, repeats)
     if torch is None:
         times["gemm_floor_torch"] = times["torch"] = []
-    rows = summarize(times)
+    rows = summarize(times, cd_flops(X.shape[0]), peak)
     print(peer_table(rows, CD_LABELS), flush=True)
     return {
         "n_samples": int(X.shape[0]), "n_visible": N_FEATURES, "n_hidden": n_hidden,
@@ -495,13 +583,13 @@ def ft_torch_fn(torch, X, solver, seed=0):
 FT_LABELS = {
     "skdae": "skdae partial_fit (1 epoch)",
     "gemm_floor": "GEMM floor (NumPy BLAS)",
-    "gemm_floor_scipy": "GEMM floor (SciPy BLAS, as in skdae's kernels)",
+    "gemm_floor_scipy": "GEMM floor (SciPy's OpenBLAS)",
     "gemm_floor_torch": "GEMM floor (PyTorch's BLAS)",
     "torch": "PyTorch autograd",
 }
 
 
-def bench_finetune(X, repeats, torch):
+def bench_finetune(X, repeats, torch, peak=None):
     small = np.ascontiguousarray(X[:200])
     result = {"n_samples": int(X.shape[0]), "layers": [N_FEATURES, *AUTOENCODER, *AUTOENCODER[-2::-1], N_FEATURES],
               "batch_size": BATCH, "dtype": "float32", "loss": "cross_entropy", "repeats": repeats,
@@ -531,7 +619,7 @@ def bench_finetune(X, repeats, torch):
         times = interleave(peers, repeats)
         if torch is None:
             times["gemm_floor_torch"] = times["torch"] = []
-        rows = summarize(times)
+        rows = summarize(times, ft_flops(X.shape[0]), peak)
         print(f"\nFine-tuning epoch, {solver}:\n" + peer_table(rows, FT_LABELS), flush=True)
         result[solver] = {"first_call_s": first_call, "skdae_first_epoch_s": first_epoch, "peers": rows}
     return result
@@ -549,17 +637,35 @@ print(time.perf_counter() - tic)
 FIRST_FIT_CHILD = """
 import json, time, warnings
 import numpy as np
+from numba.core import event
 from skdae import RBMStackAutoencoder
+
+class Compiles(event.Listener):
+    # Every Numba compile in the process, with its wall and CPU time (nested compiles
+    # are counted inside their caller's, and apart).
+    def __init__(self):
+        self.open, self.rows = [], []
+    def on_start(self, ev):
+        self.open.append((time.perf_counter(), time.process_time()))
+    def on_end(self, ev):
+        wall, cpu = self.open.pop()
+        fn = getattr(ev.data.get("dispatcher"), "py_func", None)
+        self.rows.append({"kernel": getattr(fn, "__qualname__", "?"), "depth": len(self.open),
+                          "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu})
+
+compiles = Compiles()
+event.register("numba:compile", compiles)
 X = np.random.RandomState(0).rand(200, 64).astype(np.float32)
 def fit():
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         RBMStackAutoencoder((16, 4), pretrain_epochs=1, max_iter=1, random_state=0).fit(X)
-    return time.perf_counter() - tic
+    return time.perf_counter() - tic, time.process_time() - cpu
 first = fit()
 second = fit()
-print(json.dumps({"first_fit_s": first, "second_fit_s": second}))
+print(json.dumps({"first_fit_s": first[0], "first_fit_cpu_s": first[1], "second_fit_s": second[0],
+                  "second_fit_cpu_s": second[1], "compiles": compiles.rows}))
 """
 
 
@@ -578,6 +684,9 @@ def bench_coldstart(import_runs, warm_cache_runs):
     second = [cold["second_fit_s"]] + [w["second_fit_s"] for w in warm]
     fits = {
         "empty_cache_first_fit_s": cold["first_fit_s"],
+        "empty_cache_first_fit_cpu_s": cold["first_fit_cpu_s"],
+        "warm_process_fit_cpu_s": cold["second_fit_cpu_s"],
+        "empty_cache_compiles": len(cold["compiles"]),
         "warm_cache_first_fit_s": float(np.median([w["first_fit_s"] for w in warm])),
         "warm_process_fit_s": float(np.median(second)),
         "warm_cache_runs": [w["first_fit_s"] for w in warm],
@@ -585,6 +694,11 @@ def bench_coldstart(import_runs, warm_cache_runs):
     }
     fits["warm_cache_overhead_s"] = fits["warm_cache_first_fit_s"] - fits["warm_process_fit_s"]
     fits["empty_cache_overhead_s"] = fits["empty_cache_first_fit_s"] - fits["warm_process_fit_s"]
+    # CPU time does not grow with other processes' load, as wall time does.
+    fits["empty_cache_overhead_cpu_s"] = cold["first_fit_cpu_s"] - cold["second_fit_cpu_s"]
+    top = [c for c in cold["compiles"] if c["depth"] == 0]
+    fits["top_level_compiles"] = top
+    fits["slowest_compiles"] = sorted(cold["compiles"], key=lambda c: -c["cpu_s"])[:15]
 
     rows = [
         {"what": "import skdae", "s": imports["skdae"]["median_s"], "ratio": import_ratio},
@@ -598,6 +712,10 @@ def bench_coldstart(import_runs, warm_cache_runs):
     print(markdown_table(rows, [("what", "cold start (median of fresh processes)", ""), ("s", "s", ".3f"),
                                 ("ratio", "x sklearn import", ".2f"), ("extra", "s over warm process", ".2f")]),
           flush=True)
+    print(f"\nEmpty cache: {fits['empty_cache_overhead_cpu_s']:.1f} s of CPU compiling "
+          f"({fits['empty_cache_compiles']} Numba compiles); kernels compiled by fit itself "
+          "(inclusive of what they call):\n" + markdown_table(top, [
+              ("kernel", "kernel", ""), ("cpu_s", "CPU s", ".2f"), ("wall_s", "wall s", ".2f")]), flush=True)
     return {"imports": imports, "import_ratio": import_ratio, "import_runs": import_runs, "first_fit": fits}
 
 
@@ -718,7 +836,7 @@ def bench_profile(X, repeats):
     The same epochs are timed on one thread (``n_jobs=1``; BLAS limited to one thread for
     the floor) and on all cores: on one thread, skdae minus the floor is the work outside
     the matrix products; on all cores it also holds what the threading arrangement costs.
-    The floor here uses SciPy's BLAS, the library skdae's kernels call, so a difference
+    The floor here uses SciPy's BLAS (one of the two skdae's kernels call), so a difference
     between BLAS builds does not pass for skdae's own overhead. A cProfile of one
     ``RBM.fit`` shows the Python-level time around the compiled kernels.
     """
@@ -790,6 +908,83 @@ def bench_profile(X, repeats):
     return result
 
 
+# --------------------------------------------------------------------------- BLAS
+
+# (label, trans_a, trans_b, m, n, k): a block of each of the kernels' products.
+BLAS_CASES = (
+    ("CD hidden V W^T", False, True, 100, 500, 784),
+    ("CD visible H W", False, False, 100, 392, 1000),
+    ("CD gradient H^T V", True, False, 500, 784, 200),
+    ("FT forward 784 -> 1000", False, False, 100, 500, 784),
+    ("FT forward 1000 -> 500", False, False, 100, 250, 1000),
+    ("FT forward 1000 -> 784", False, False, 100, 392, 1000),
+    ("FT gradient 784 x 1000", True, False, 392, 1000, 100),
+    ("FT gradient 1000 x 500", True, False, 500, 500, 100),
+    ("FT delta D W^T (500)", False, True, 100, 500, 500),
+    ("FT delta D W^T (1000)", False, True, 100, 392, 1000),
+)
+
+
+def bench_blas(repeats):
+    """sgemm of SciPy's and NumPy's OpenBLAS called the way the kernels call them."""
+    import ctypes
+
+    from numba.extending import get_cython_function_address
+    from threadpoolctl import threadpool_limits
+
+    from skdae._kernels import _blas
+
+    ilp64 = _blas._numpy_ilp64_gemm()
+    if ilp64 is None:
+        print("NumPy's ILP64 OpenBLAS not found: nothing to compare.", flush=True)
+        return None
+    proto = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)
+    libs = {"scipy": (proto(get_cython_function_address("scipy.linalg.cython_blas", "sgemm")), np.int32),
+            "numpy": (proto(ilp64["sgemm"]), np.int64)}
+
+    def call(fn, itype, ta, tb, m, n, k, A, B, C):
+        ints = np.array([n, m, k, B.shape[1], A.shape[1], C.shape[1]], itype)
+        flags = np.array([84 if tb else 78, 84 if ta else 78], np.uint8)
+        scalars = np.array([1.0, 0.0], np.float32)
+
+        def at(a, i):
+            return a.ctypes.data + i * a.itemsize
+
+        def run():
+            fn(at(flags, 0), at(flags, 1), at(ints, 0), at(ints, 1), at(ints, 2), at(scalars, 0), B.ctypes.data,
+               at(ints, 3), A.ctypes.data, at(ints, 4), at(scalars, 1), C.ctypes.data, at(ints, 5))
+
+        return run
+
+    rng = np.random.default_rng(0)
+    rows = []
+    with threadpool_limits(1, user_api="blas"):
+        for label, ta, tb, m, n, k in BLAS_CASES:
+            A = rng.random((k, m) if ta else (m, k), dtype=np.float32)
+            B = rng.random((2 * n, k) if tb else (k, 2 * n), dtype=np.float32)
+            C = np.zeros((m, 2 * n), np.float32)
+            runs = {name: call(fn, it, ta, tb, m, n, k, A, B, C) for name, (fn, it) in libs.items()}
+            flops = 2.0 * m * n * k
+            calls = max(20, int(1e9 / flops))
+            for run in runs.values():
+                run()
+            times = {name: [] for name in runs}
+            for _ in range(max(5, 2 * repeats)):
+                for name, run in runs.items():
+                    times[name].append(timed(lambda: [run() for _ in range(calls)]) / calls)
+            med = {name: float(np.median(t)) for name, t in times.items()}
+            rows.append({"product": label, "trans_a": ta, "trans_b": tb, "m": m, "n": n, "k": k,
+                         "scipy_us": med["scipy"] * 1e6, "numpy_us": med["numpy"] * 1e6,
+                         "scipy_gflops": flops / med["scipy"] / 1e9, "numpy_gflops": flops / med["numpy"] / 1e9,
+                         "scipy_over_numpy": med["scipy"] / med["numpy"]})
+    print(markdown_table(rows, [
+        ("product", "block product (one thread)", ""), ("trans_b", "B transposed", ""), ("m", "m", "d"),
+        ("n", "n", "d"), ("k", "k", "d"), ("scipy_gflops", "SciPy GFLOP/s", ".1f"),
+        ("numpy_gflops", "NumPy GFLOP/s", ".1f"), ("scipy_over_numpy", "SciPy / NumPy time", ".3f"),
+    ]), flush=True)
+    return {"rows": rows, "skdae_blas": skdae_blas()}
+
+
 # ------------------------------------------------------------------------ targets
 
 
@@ -803,8 +998,9 @@ def check_targets(results):
     cd = results.get("cd_epoch")
     if cd:
         p = cd["peers"]
-        r = p["skdae"]["ratio_to_floor"]
-        add("CD-1: skdae / GEMM floor", r, f"<= {TARGET_FLOOR_RATIO}", r is not None and r <= TARGET_FLOOR_RATIO)
+        r = p["skdae"]["ratio_to_fastest_floor"]
+        add("CD-1: skdae / fastest GEMM floor", r, f"<= {TARGET_FLOOR_RATIO}",
+            r is not None and r <= TARGET_FLOOR_RATIO)
         s = p["torch"]["skdae_speedup"]
         add("CD-1: PyTorch / skdae", s, f">= {TARGET_TORCH_SPEEDUP}", s is not None and s >= TARGET_TORCH_SPEEDUP)
         s = p["sklearn"]["skdae_speedup"]
@@ -814,8 +1010,8 @@ def check_targets(results):
     if ft:
         for solver in ("sgd", "adam"):
             p = ft[solver]["peers"]
-            r = p["skdae"]["ratio_to_floor"]
-            add(f"fine-tune {solver}: skdae / GEMM floor", r, f"<= {TARGET_FLOOR_RATIO}",
+            r = p["skdae"]["ratio_to_fastest_floor"]
+            add(f"fine-tune {solver}: skdae / fastest GEMM floor", r, f"<= {TARGET_FLOOR_RATIO}",
                 r is not None and r <= TARGET_FLOOR_RATIO)
             s = p["torch"]["skdae_speedup"]
             add(f"fine-tune {solver}: PyTorch / skdae", s, f">= {TARGET_TORCH_SPEEDUP}",
@@ -825,12 +1021,15 @@ def check_targets(results):
         add("import skdae / import sklearn.decomposition", cs["import_ratio"], f"<= {TARGET_IMPORT_RATIO}",
             cs["import_ratio"] <= TARGET_IMPORT_RATIO)
         o = cs["first_fit"]["warm_cache_overhead_s"]
-        add("first fit with warm cache - warm process fit (s)", o, f"< {TARGET_WARM_CACHE_OVERHEAD_S}",
-            o < TARGET_WARM_CACHE_OVERHEAD_S)
+        add("first fit with warm cache - warm process fit (s)", o, f"<= {TARGET_WARM_CACHE_OVERHEAD_S}",
+            o <= TARGET_WARM_CACHE_OVERHEAD_S)
+        c = cs["first_fit"]["empty_cache_overhead_cpu_s"]
+        add("first fit with empty cache - warm process fit (CPU s)", c, f"<= {TARGET_COMPILE_S}",
+            c <= TARGET_COMPILE_S)
     mem = results.get("memory")
     if mem:
-        add(f"peak RSS MB ({mem['n_samples']} images)", mem["peak_rss_mb"], f"< {mem['target_mb']:.0f}",
-            mem["peak_rss_mb"] < mem["target_mb"])
+        add(f"peak RSS MB ({mem['n_samples']} images)", mem["peak_rss_mb"], f"<= {mem['target_mb']:.0f}",
+            mem["peak_rss_mb"] <= mem["target_mb"])
     return checks
 
 
@@ -847,6 +1046,8 @@ def main(argv=None):
                         help="MNIST images for the cd, finetune and profile sections (default 20000, quick 5000)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     parser.add_argument("--output", default=None, help="JSON file name under benchmarks/results/")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="peak single-precision GFLOP/s when it cannot be measured (no C compiler)")
     args = parser.parse_args(argv)
 
     cfg = settings(args.quick)
@@ -867,20 +1068,30 @@ def main(argv=None):
     X_all = load_data(n_data) if needs_data else None
     X = np.ascontiguousarray(X_all[: cfg["n_samples"]]) if needs_data else None
 
-    results = {"command": command.strip(), "quick": args.quick, "sections": sections, "settings": cfg}
+    results = {"command": command.strip(), "quick": args.quick, "sections": sections, "settings": cfg,
+               "load_before": os.getloadavg()}
     started = time.perf_counter()
+    peak = None
+    if {"cd", "finetune"} & set(sections):
+        results["peak"] = peak_flops(args.peak_gflops)
+        peak = results["peak"]["gflops"] * 1e9 if results["peak"]["gflops"] else None
+        print(f"Peak single-precision rate: {results['peak']['gflops'] or float('nan'):.0f} GFLOP/s "
+              f"({results['peak']['method']})", flush=True)
     with warnings.catch_warnings():
         # skdae's fits here run a fixed number of epochs on purpose.
         from sklearn.exceptions import ConvergenceWarning
 
         warnings.simplefilter("ignore", ConvergenceWarning)
+        if "blas" in sections:
+            print("\n## BLAS: SciPy's vs NumPy's OpenBLAS on the kernels' block shapes", flush=True)
+            results["blas"] = bench_blas(cfg["repeats"])
         if "cd" in sections:
             print(f"\n## CD-1 epoch: RBM 784 -> 1000, {X.shape[0]} images, batch {BATCH}, float32", flush=True)
-            results["cd_epoch"] = bench_cd(X, cfg["repeats"], torch)
+            results["cd_epoch"] = bench_cd(X, cfg["repeats"], torch, peak)
         if "finetune" in sections:
             print(f"\n## Fine-tuning epoch: 784-1000-500-196-500-1000-784, {X.shape[0]} images, batch {BATCH}",
                   flush=True)
-            results["finetune_epoch"] = bench_finetune(X, cfg["repeats"], torch)
+            results["finetune_epoch"] = bench_finetune(X, cfg["repeats"], torch, peak)
         if "coldstart" in sections:
             print("\n## Cold start", flush=True)
             results["cold_start"] = bench_coldstart(cfg["import_runs"], cfg["warm_cache_runs"])
@@ -896,9 +1107,10 @@ def main(argv=None):
 
     results["targets"] = check_targets(results)
     if results["targets"]:
-        print("\n## Targets (issue 4)\n" + markdown_table(
+        print("\n## Targets (issue 12)\n" + markdown_table(
             [dict(t, met={True: "yes", False: "NO", None: "not measured"}[t["met"]]) for t in results["targets"]],
             [("target", "target", ""), ("value", "measured", ".3f"), ("goal", "goal", ""), ("met", "met", "")]))
+    results["load_after"] = os.getloadavg()
     results["threads"] = thread_info(torch)
     results["machine"] = machine()
     results["wall_s"] = time.perf_counter() - started

@@ -20,7 +20,7 @@ Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 import numpy as np
 from numba import prange
 
-from ._blas import check_gemm, gemm
+from ._blas import block_gemm, check_gemm
 from ._dense import block_bounds, dense_forward, gather_csr_rows, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
@@ -36,7 +36,7 @@ from ._codes import (  # noqa: F401
 )
 
 
-@njit
+@njit(inline="always")
 def layer_views(params, shapes, w_off, b_off, layer):
     """Weight ``(n_in, n_out)`` and bias ``(n_out,)`` views of one layer."""
     n_in = shapes[layer, 0]
@@ -69,7 +69,7 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
             inp = dest
 
 
-@njit
+@njit(inline="always")
 def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, momentum, beta1, beta2, eps):
     """Optimiser step on ``params[start:stop]`` (``lr`` already bias-corrected for Adam)."""
     # Slices and 0-based loops: they vectorise (see _dense).
@@ -94,7 +94,7 @@ def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, mome
             p[i] -= lr * m / (np.sqrt(v) + eps)
 
 
-@njit(parallel=True)
+@njit(parallel=True, internal=True)
 def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols):
     """Output pre-activation, loss and delta, fused per block of output units.
 
@@ -114,7 +114,8 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
     for blk in prange(blocks):
         j0, j1 = block_bounds(m, blocks, blk)
         if j1 > j0:
-            gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m, 0.0, Z[:, j0:], m)
+            block_gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m, 0.0, Z[:, j0:],
+                       m)
             width = j1 - j0
             bias = c[j0:j1]
             lc = loss_cols[j0:j1]
@@ -148,12 +149,16 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
                         lc[j] += e * e
 
 
-@njit(parallel=True)
+@njit(internal=True)
 def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, momentum, beta1, beta2, eps):
-    """Bias gradient (column sums of ``delta``) and its optimiser step, per column block."""
+    """Bias gradient (column sums of ``delta``) and its optimiser step, per column block.
+
+    Serial: a few microseconds of work per layer, about what starting the threads costs,
+    while a parallel loop costs a second of compile. Same blocks, same sums.
+    """
     b, m = delta.shape
     blocks = n_blocks(m)
-    for blk in prange(blocks):
+    for blk in range(blocks):
         j0, j1 = block_bounds(m, blocks, blk)
         if j1 > j0:
             g = grads[b_start + j0 : b_start + j1]
@@ -167,7 +172,7 @@ def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, mome
                           momentum, beta1, beta2, eps)
 
 
-@njit(parallel=True)
+@njit(parallel=True, internal=True)
 def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha,
                  params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps):
     """Per block of input units ``[i0, i1)``: weight gradient rows, delta columns for the
@@ -184,8 +189,8 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
     for blk in prange(blocks):
         i0, i1 = block_bounds(n_in, blocks, blk)
         if i1 > i0:
-            gemm(True, False, i1 - i0, n_out, b, 1.0, layer_in[:, i0:], n_in, delta, n_out, 0.0,
-                 gW[i0:], n_out)
+            block_gemm(True, False, i1 - i0, n_out, b, 1.0, layer_in[:, i0:], n_in, delta, n_out, 0.0,
+                       gW[i0:], n_out)
             if alpha != 0.0:
                 for i in range(i1 - i0):
                     g_row = gW[i0 + i]
@@ -193,8 +198,8 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
                     for j in range(n_out):
                         g_row[j] += alpha * w_row[j]
             if propagate:
-                gemm(False, True, b, i1 - i0, n_out, 1.0, delta, n_out, W[i0:], n_out, 0.0,
-                     new_delta[:, i0:], n_in)
+                block_gemm(False, True, b, i1 - i0, n_out, 1.0, delta, n_out, W[i0:], n_out, 0.0,
+                           new_delta[:, i0:], n_in)
                 if sigmoid_below:
                     for r in range(b):
                         a_seg = layer_in[r, i0:i1]
@@ -205,7 +210,9 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
                           solver, lr, momentum, beta1, beta2, eps)
 
 
-@njit
+# Inlined into its callers: as a compiled function of its own, its module (with every
+# layer's kernels linked in) would be optimised and emitted once more (see _jit.njit).
+@njit(inline="always")
 def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
                delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum, beta1,
                beta2, epsilon):

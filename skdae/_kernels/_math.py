@@ -50,7 +50,7 @@ def _int32_as_float32(typingctx, bits):
     return sig, codegen
 
 
-@njit
+@njit(inline="always")
 def _exp_f32(x):
     x = min(max(x, _EXP_MIN), _EXP_MAX)
     n = np.floor(x * _LOG2E + _HALF)
@@ -66,14 +66,14 @@ def fast_exp(x):
     return np.exp(x)
 
 
-@overload(fast_exp, jit_options={"cache": CACHE})
+@overload(fast_exp, jit_options={"cache": CACHE}, inline="always")
 def _fast_exp_overload(x):
     if x == types.float32:
         return lambda x: _exp_f32(x)
     return lambda x: np.exp(x)
 
 
-@njit
+@njit(inline="always")
 def sigmoid(x):
     """Logistic function ``1 / (1 + exp(-x))`` in the dtype of ``x``."""
     one = type(x)(1.0)
@@ -85,14 +85,14 @@ def softplus(x):
     return np.logaddexp(0, x)
 
 
-@overload(softplus, jit_options={"cache": CACHE})
+@overload(softplus, jit_options={"cache": CACHE}, inline="always")
 def _softplus_overload(x):
     if x == types.float32:
         return lambda x: _softplus_f32(x)
     return lambda x: max(x, 0.0) + np.log1p(np.exp(-abs(x)))
 
 
-@njit
+@njit(inline="always")
 def _softplus_f32(x):
     """float32 ``log(1 + exp(x))`` that vectorises.
 

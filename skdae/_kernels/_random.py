@@ -23,7 +23,7 @@ _INV_2_24 = np.float32(1.0 / (1 << 24))
 _TWO_PI = np.float32(2.0 * np.pi)
 
 
-@njit
+@njit(inline="always")
 def mix64(z):
     """Splitmix64 finaliser: a bijective, well-avalanching hash of a uint64."""
     z = (z ^ (z >> _SHIFT30)) * _MIX1
@@ -31,20 +31,20 @@ def mix64(z):
     return z ^ (z >> _SHIFT31)
 
 
-@njit
+@njit(inline="always")
 def derive_key(seed, stream):
     """Key of an independent stream ``stream`` (int) under ``seed`` (int)."""
     return mix64(np.uint64(seed) ^ mix64(np.uint64(stream) * _GOLDEN + _GOLDEN))
 
 
-@njit
+@njit(inline="always")
 def uniform(key, counter):
     """Uniform float32 in [0, 1) for element ``counter`` of the stream ``key``."""
     z = mix64(key + np.uint64(counter) * _GOLDEN)
     return np.float32(z >> _SHIFT40) * _INV_2_24
 
 
-@njit
+@njit(inline="always")
 def standard_normal(key, counter):
     """Standard normal float32 (Box-Muller) for element ``counter`` of stream ``key``."""
     u1 = np.float32(1.0) - uniform(key, 2 * counter)  # in (0, 1]: log stays finite

@@ -18,9 +18,9 @@ visible layer.
 import numpy as np
 from numba import prange
 
-from ._blas import check_gemm, gemm
-from ._dense import block_bounds, dense_forward, gather_csr_rows, gather_rows, n_blocks
-from ._jit import njit
+from ._blas import block_gemm, check_gemm
+from ._dense import block_bounds, copy_rows, dense_forward, gather_csr_rows, gather_rows, n_blocks
+from ._jit import as_readonly, njit, unliteral
 from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
 
@@ -50,8 +50,13 @@ def sample_units(means, out, bernoulli, key):
 
 @njit
 def hidden_means(V, W, b_hid, hidden_kind, out):
-    """Hidden means ``f(V W^T + b_hid)`` into ``out`` of shape ``(n, n_hidden)``."""
-    dense_forward(V, W, True, b_hid, hidden_kind == HIDDEN_BERNOULLI, out)
+    """Hidden means ``f(V W^T + b_hid)`` into ``out`` of shape ``(n, n_hidden)``.
+
+    The same compiled phase as CD's positive phase (nothing sampled), so a fit compiles
+    it once for both.
+    """
+    _hidden_phase(as_readonly(V), as_readonly(W), as_readonly(b_hid), hidden_kind, out, out,
+                  unliteral(False), np.uint64(0))
 
 
 @njit
@@ -104,9 +109,14 @@ def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out):
     sample_units(out, out, visible_kind == VISIBLE_BERNOULLI, derive_key(seed, 1))
 
 
-@njit(parallel=True)
+@njit(parallel=True, internal=True)
 def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
-    """``H = f(V W^T + b_hid)`` and, if ``sample``, ``H_sample`` drawn from it."""
+    """``H = f(V W^T + b_hid)`` and, if ``sample``, ``H_sample`` drawn from it.
+
+    ``V``, ``W`` and ``b_hid`` are read-only (see :func:`~skdae._kernels._jit.as_readonly`):
+    one compiled phase serves training and encoding. ``sample`` must be a run-time value,
+    never a constant, for the same reason.
+    """
     b, n_vis = V.shape
     n_hid = W.shape[0]
     bernoulli = hidden_kind == HIDDEN_BERNOULLI
@@ -119,7 +129,8 @@ def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
     for blk in prange(blocks):
         j0, j1 = block_bounds(n_hid, blocks, blk)
         if j1 > j0:
-            gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:], n_hid)
+            block_gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:],
+                       n_hid)
             # Slices and 0-based loops throughout: they vectorise (see _dense).
             bias = b_hid[j0:j1]
             width = j1 - j0
@@ -141,7 +152,7 @@ def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
                             s[j] = h[j] + standard_normal(key, base + j)
 
 
-@njit(parallel=True)
+@njit(parallel=True, internal=True)
 def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error,
                    vel_vis, update_bias, lr_b, mom):
     """``V_neg = f(H_sample W + b_vis)``; optionally the squared error against ``V_pos``
@@ -156,8 +167,8 @@ def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, r
     for blk in prange(blocks):
         j0, j1 = block_bounds(n_vis, blocks, blk)
         if j1 > j0:
-            gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
-                 V_neg[:, j0:], n_vis)
+            block_gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
+                       V_neg[:, j0:], n_vis)
             bias = b_vis[j0:j1]
             width = j1 - j0
             for i in range(b):
@@ -188,7 +199,7 @@ def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, r
                         vel[j] += lr_b * (p[j] - v[j])
 
 
-@njit(parallel=True)
+@njit(parallel=True, internal=True)
 def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay):
     """Momentum update of weights and hidden biases, one block of hidden units at a time.
 
@@ -215,8 +226,8 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
                 for j in range(width):
                     vel[j] += lr_b * (pos[j] - neg[j])
                     neg[j] = -neg[j]
-            gemm(True, False, width, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
-                 mom, vel_W[j0:], n_vis)
+            block_gemm(True, False, width, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
+                       mom, vel_W[j0:], n_vis)
             bias = b_hid[j0:j1]
             for j in range(width):
                 w = W[j0 + j]
@@ -227,7 +238,9 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
                 bias[j] += vel[j]
 
 
-@njit
+# Inlined into the two epoch kernels: as a compiled function of its own, its module (with
+# every phase linked in) would be optimised and emitted once more (see _jit.njit).
+@njit(inline="always")
 def _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
               visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
               batch, error_cols):
@@ -241,17 +254,21 @@ def _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, ve
     H_s = H_sample[:b]
     lr_b = lr / dtype(b)
     key = derive_key(seed, batch * (cd_steps + 1))
-    _hidden_phase(V_pos, W, b_hid, hidden_kind, H_pos, H_s, not persistent, key)
+    W_in = as_readonly(W)
+    b_hid_in = as_readonly(b_hid)
+    _hidden_phase(as_readonly(V_pos), W_in, b_hid_in, hidden_kind, H_pos, H_s, not persistent,
+                  key)
     if persistent:
-        H_s[:] = chain[:b]
+        copy_rows(chain[:b], H_s)
     for step in range(cd_steps):
         last = step == cd_steps - 1
         _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_cols, step == 0,
                        vel_vis, last, lr_b, mom)
         key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
-        _hidden_phase(V_neg, W, b_hid, hidden_kind, H_neg, H_s, persistent or not last, key)
+        _hidden_phase(as_readonly(V_neg), W_in, b_hid_in, hidden_kind, H_neg, H_s,
+                      persistent or not last, key)
     if persistent:
-        chain[:b] = H_s
+        copy_rows(H_s, chain[:b])
     _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay)
     for j in range(n_vis):
         b_vis[j] += vel_vis[j]
