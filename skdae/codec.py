@@ -46,6 +46,10 @@ __all__ = [
     "archive_info",
 ]
 
+# Documented (and pickled) under their public module.
+for _cls in (ArchiveInfo, CorruptArchiveError, ModelMismatchError):
+    _cls.__module__ = __name__
+
 FORMAT_VERSION = _archive.FORMAT_VERSION
 CODERS = ("auto", "rans", "zlib", "lzma", "none")
 _MAX_NDIM = _archive.MAX_NDIM
