@@ -141,7 +141,8 @@ class ArchiveInfo:
     >>> from sklearn.decomposition import PCA
     >>> from skdae.codec import Codec, archive_info
     >>> X = np.random.default_rng(0).random((100, 8, 8))
-    >>> codec = Codec(PCA(4).fit(X.reshape(100, -1)), n_bits=5, coder="zlib").fit(X)
+    >>> codec = Codec(PCA(4).fit(X.reshape(100, -1)), n_bits=5, allocation="uniform",
+    ...               coder="zlib").fit(X)
     >>> info = archive_info(codec.compress(X))
     >>> info.shape, info.count, info.n_units, info.n_bits, info.coder
     ((8, 8), 100, 4, 5, 'zlib')

@@ -546,10 +546,9 @@ class Codec(BaseEstimator):
 
     @property
     def fingerprint(self):
-        """Hex sha256 of the codec's settings, quantizer, tables and model (parameters and
-        state).
+        """Hex sha256 of the codec's settings, quantizer, tables and model.
 
-        Archives store its first 16 bytes; decoding checks them, so an archive is never
+        The model's parameters and fitted state are covered too. Archives store its first 16 bytes; decoding checks them, so an archive is never
         decoded with another model, other ranges or other tables.
         """
         from ._persist import fingerprint

@@ -73,7 +73,7 @@ def test_demo_digits_end_to_end(tmp_path, capsys, pil_image):
     assert list(coded) == ["autoencoder", f"PCA-{CODE}"]
     for bpp, db, per_image in coded.values():
         assert 0.1 < bpp < 0.6 and db > 10
-        assert per_image == pytest.approx(bpp * 64 / 8, rel=1e-3)
+        assert per_image == pytest.approx(bpp * 64 / 8, abs=0.06)  # printed rounded
 
     with pil_image.open(picture) as image:
         grid = np.asarray(image)
