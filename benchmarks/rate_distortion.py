@@ -1,23 +1,27 @@
-"""Rate-distortion on MNIST: the autoencoder codec against PCA, JPEG, WebP and PNG.
+"""Rate-distortion on MNIST: the autoencoder codec against PCA, JPEG, WebP, AVIF, JPEG 2000, PNG.
 
 Bits per pixel against PSNR (peak 1.0, from the mean squared error over all test pixels,
-reconstructions clipped to [0, 1] as an image decoder delivers them) on the 10,000 MNIST
-test images:
+reconstructions clipped to [0, 1] as an image decoder delivers them) on the MNIST test
+images:
 
-* the autoencoder codec (:class:`skdae.codec.Codec` around an RBMStackAutoencoder) with
-  code sizes 30, 64 and 196 and several ``n_bits``: one archive holding all test images,
-  its header included;
-* PCA with the same code sizes through the same codec, so the comparison is between
-  models, not coders;
-* JPEG and WebP from Pillow over their quality range, one file per image, reported both
-  per file and without container headers (a blank 28 x 28 JPEG is already 344 bytes);
-* PNG (lossless, ``optimize=True``), per file and IDAT data only.
+* the codec (:class:`skdae.codec.Codec`) around an RBMStackAutoencoder and around PCA with
+  the same code sizes, in three variants: ``uniform`` (every unit ``n_bits``, deflate: the
+  codec of skdae 0.1), ``rd`` (rate-distortion bit allocation from training codes, rANS or
+  deflate per archive: the default) and ``rd-qat`` (``rd`` plus quantization-aware
+  fine-tuning of a copy of the autoencoder on a subset of the training images). Each
+  point gives the rate of one archive holding all test images (header included) and the
+  rate per image (each image compressed alone, its archive's fixed header left out);
+* JPEG, WebP, AVIF and JPEG 2000 (a raw codestream with two resolution levels, as 28 x 28
+  images allow) from Pillow, one file per image, per file and as payload: file bits minus
+  the bits of a blank 28 x 28 image at the same setting (the container);
+* PNG (lossless, ``optimize=True``), per file and as payload.
 
 Trained autoencoders are cached (as skdae model files) under ``--cache-dir``, keyed by
-their settings; a rerun only evaluates. The full run trains three deep autoencoders on
-60,000 images: run it on a quiet machine. ``--quick`` (small models, few epochs, 5,000
-training and 1,000 test images) takes a couple of minutes and writes to the cache folder,
-so it never overwrites the committed results.
+their settings; a rerun only evaluates, so training can run (niced) apart from the timed
+evaluation. ``--sections`` runs part of the benchmark and ``--merge`` adds its series to
+an existing JSON, so long runs can be split. ``--quick`` (small models, few epochs, 5,000
+training and 1,000 test images) writes to the cache folder, never over the committed
+results.
 
 Usage::
 
@@ -53,8 +57,16 @@ FULL = {
     "pretrain_epochs": 10,
     "max_iter": 30,
     "n_bits": (1, 2, 3, 4, 5, 6, 8, 10),
+    # Average coded bits per code unit of the rate-distortion allocation.
+    "budgets": (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+    "qat_budgets": (0.2, 0.5, 1.0, 2.0, 4.0),
+    "qat_epochs": 2,
+    "qat_rows": 10_000,
     "jpeg_qualities": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     "webp_qualities": (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+    "avif_qualities": (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90),
+    # JPEG 2000 in Pillow's "dB" mode: target PSNRs of the single quality layer.
+    "jp2_qualities": (18, 20, 22, 24, 26, 28, 30, 32, 35, 38, 42, 46),
 }
 QUICK = {
     "n_train": 5_000,
@@ -64,9 +76,17 @@ QUICK = {
     "pretrain_epochs": 1,
     "max_iter": 3,
     "n_bits": (2, 4, 6, 8),
+    "budgets": (0.1, 0.5, 1.0, 2.0, 4.0),
+    "qat_budgets": (0.5, 2.0),
+    "qat_epochs": 1,
+    "qat_rows": 2_000,
     "jpeg_qualities": (5, 20, 50, 90),
     "webp_qualities": (5, 20, 50, 90),
+    "avif_qualities": (0, 20, 50),
+    "jp2_qualities": (20, 28, 36),
 }
+SECTIONS = ("autoencoder", "pca", "anchors")
+VARIANTS = ("uniform", "rd", "rd-qat")
 
 
 def parse_args(argv=None):
@@ -95,7 +115,36 @@ def parse_args(argv=None):
         help="autoencoder code units (default: linear)",
     )
     parser.add_argument(
-        "--coders", default="zlib", help="comma-separated codec coders to evaluate (default: zlib)"
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated codec variants: uniform (n_bits each, deflate), rd "
+        "(rate-distortion allocation, auto coder), rd-qat (rd with quantization-aware "
+        "fine-tuning; autoencoders only) (default: all)",
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS),
+        help="comma-separated parts to run: autoencoder, pca, anchors (default: all)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="add the series to the existing JSON in --out-dir (same names are replaced)",
+    )
+    parser.add_argument(
+        "--code-sizes", help="comma-separated code sizes (default 30,64,196; quick too)"
+    )
+    parser.add_argument(
+        "--hidden", action="append", metavar="SIZE=L1,L2,...",
+        help="encoder layers for one code size, e.g. 30=256,30 (default: H&S sizes)",
+    )
+    parser.add_argument("--qat-epochs", type=int, help="quantization-aware fine-tuning epochs")
+    parser.add_argument("--qat-rows", type=int, help="training images used by rd-qat")
+    parser.add_argument("--budgets", help="comma-separated rd budgets (coded bits per unit)")
+    parser.add_argument("--qat-budgets", help="comma-separated rd-qat budgets")
+    parser.add_argument("--n-bits", help="comma-separated uniform bit depths")
+    parser.add_argument(
+        "--untimed", action="store_true",
+        help="the run is niced outside the benchmark lock: rates and PSNRs are exact, its "
+        "seconds are marked as not measurements",
     )
     parser.add_argument("--n-train", type=int, help="training images (default 60000; quick 5000)")
     parser.add_argument("--n-test", type=int, help="test images (default 10000; quick 1000)")
@@ -109,10 +158,20 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     config = dict(QUICK if args.quick else FULL)
-    for key in ("n_train", "n_test", "pretrain_epochs", "max_iter"):
+    for key in ("n_train", "n_test", "pretrain_epochs", "max_iter", "qat_epochs", "qat_rows"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    config["coders"] = tuple(args.coders.split(","))
+    for key, kind in (("budgets", float), ("qat_budgets", float), ("n_bits", int)):
+        if getattr(args, key):
+            config[key] = tuple(kind(v) for v in getattr(args, key).split(","))
+    config["variants"] = tuple(args.variants.split(","))
+    config["sections"] = tuple(args.sections.split(","))
+    if args.code_sizes:
+        config["code_sizes"] = tuple(int(v) for v in args.code_sizes.split(","))
+    config["hidden"] = dict(config["hidden"])
+    for item in args.hidden or ():
+        size, layers = item.split("=")
+        config["hidden"][int(size)] = tuple(int(v) for v in layers.split(","))
     config["code_units"] = args.code_units
     config["seed"] = args.seed
     if args.out_dir is None:
@@ -183,25 +242,8 @@ def pca(size, X_train, seed):
     return model, {"train_s": time.perf_counter() - start}
 
 
-def entropy_bound_bits(levels_train, levels_test, n_bits):
-    """Bits a static per-unit frequency table (learned on training codes) would need.
-
-    The cross-entropy of the test levels under each unit's smoothed training histogram of
-    its top 8 bits, plus the remaining low bits raw: what a table-driven range or ANS
-    coder could reach, to compare with the codec's deflate.
-    """
-    shift = max(n_bits - 8, 0)
-    n_symbols = 1 << (n_bits - shift)
-    total = float(shift * levels_test.size)
-    for unit in range(levels_train.shape[1]):
-        counts = np.bincount(levels_train[:, unit] >> shift, minlength=n_symbols) + 0.5
-        log_p = np.log2(counts / counts.sum())
-        total -= log_p[levels_test[:, unit] >> shift].sum()
-    return total
-
-
-def codec_series(name, model, X_train, X_test, config, coder):
-    """Points (one per n_bits) of ``model`` through the codec."""
+def codec_series(name, model, X_train, X_test, config, variant):
+    """Points of ``model`` through the codec ``variant`` (one per n_bits or budget)."""
     from skdae._metrics import psnr
     from skdae.codec import Codec, archive_info
 
@@ -210,15 +252,24 @@ def codec_series(name, model, X_train, X_test, config, coder):
     model.transform(X_test[:10])
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
-    codes_test = model.transform(X_test)
+    model.transform(X_test)
     transform_s = time.perf_counter() - start
-    # The ranges do not depend on n_bits: learn them once.
-    base = Codec(model, coder=coder).fit(X_train)
-    codes_train = model.transform(X_train)
     n_pixels = X_test.size
+    if variant == "uniform":
+        settings = [dict(n_bits=b, allocation="uniform", coder="zlib") for b in config["n_bits"]]
+    elif variant == "rd":
+        settings = [dict(n_bits=b) for b in config["budgets"]]
+    else:
+        settings = [dict(n_bits=b, fine_tune_epochs=config["qat_epochs"])
+                    for b in config["qat_budgets"]]
+    # Fine-tuning runs on the first qat_rows training images; ranges, allocation and
+    # tables come from the same rows, so every variant is fitted on training data only.
+    fit_rows = X_train[: config["qat_rows"]] if variant == "rd-qat" else X_train
     points = []
-    for n_bits in config["n_bits"]:
-        codec = copy.copy(base).set_params(n_bits=n_bits)
+    for setting in settings:
+        start = time.perf_counter()
+        codec = Codec(model, **setting).fit(fit_rows)
+        fit_s = time.perf_counter() - start
         start = time.perf_counter()
         data = codec.compress(X_test)
         compress_s = time.perf_counter() - start
@@ -226,16 +277,19 @@ def codec_series(name, model, X_train, X_test, config, coder):
         X_rec = codec.decompress(data)
         decompress_s = time.perf_counter() - start
         info = archive_info(data)
-        bound = entropy_bound_bits(codec.quantize(codes_train), codec.quantize(codes_test), n_bits)
+        per_image = codec.payload_bytes(X_test)
         points.append(
             {
-                "n_bits": n_bits,
+                **{k: v for k, v in setting.items() if k != "coder"},
+                "coder": info.coder,
                 "bytes": len(data),
                 "bpp": info.bits_per_pixel,
+                "bpp_per_image_payload": 8 * float(per_image.sum()) / n_pixels,
                 "psnr": psnr(X_test, np.clip(X_rec, 0, 1)),
                 "psnr_unclipped": psnr(X_test, X_rec),
                 "raw_bpp": 8 * info.raw_code_bytes / n_pixels,
-                "entropy_bound_bpp": bound / n_pixels,
+                "unit_bits": codec.unit_bits_.tolist(),
+                "fit_s": fit_s,
                 "compress_s": compress_s,
                 "codec_own_s": max(compress_s - transform_s, 0.0),
                 "decompress_s": decompress_s,
@@ -243,9 +297,9 @@ def codec_series(name, model, X_train, X_test, config, coder):
         )
         p = points[-1]
         log(
-            f"  {name} n_bits={n_bits:2d}: {p['bpp']:.3f} bpp (static-table bound "
-            f"{p['entropy_bound_bpp']:.3f}), {p['psnr']:.2f} dB, compress {compress_s:.2f} s "
-            f"(codec's own {p['codec_own_s']:.2f} s)"
+            f"  {name} n_bits={setting['n_bits']}: {p['bpp']:.3f} bpp ({p['coder']}; per image "
+            f"{p['bpp_per_image_payload']:.3f}), {p['psnr']:.2f} dB, fit {fit_s:.1f} s, "
+            f"compress {compress_s:.2f} s"
         )
     return {"warmup_s": warmup_s, "transform_s": transform_s, "points": points}
 
@@ -293,31 +347,57 @@ def png_idat_bytes(data):
     return total
 
 
+PILLOW = {
+    "JPEG": lambda q: {"quality": q},
+    "WEBP": lambda q: {"quality": q},
+    "AVIF": lambda q: {"quality": q},
+    # A raw codestream (no JP2 boxes), irreversible wavelet, two resolution levels: the
+    # default five cannot split a 28 x 28 image.
+    "JPEG2000": lambda q: {"quality_mode": "dB", "quality_layers": [q], "num_resolutions": 2,
+                           "irreversible": True, "no_jp2": True},
+}
+NAMES = {"JPEG": "JPEG", "WEBP": "WebP", "AVIF": "AVIF", "JPEG2000": "JPEG 2000"}
+
+
+def _encode(image, fmt, options):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, fmt, **options)
+    return buf.getvalue()
+
+
 def pillow_series(fmt, qualities, images):
     from PIL import Image
 
     from skdae._metrics import psnr
 
     n_pixels = images[0].size
-    headerless = {"JPEG": jpeg_scan_bytes, "WEBP": webp_bitstream_bytes}[fmt]
+    headerless = {"JPEG": jpeg_scan_bytes, "WEBP": webp_bitstream_bytes}.get(fmt)
+    blank = np.zeros_like(images[0])
     points = []
     for quality in qualities:
+        options = PILLOW[fmt](quality)
         sizes = bare = 0
         decoded = np.empty_like(images)
         start = time.perf_counter()
         for i, image in enumerate(images):
-            buf = io.BytesIO()
-            Image.fromarray(image).save(buf, fmt, quality=quality)
-            data = buf.getvalue()
+            data = _encode(image, fmt, options)
             sizes += len(data)
-            bare += headerless(data)
+            if headerless is not None:
+                bare += headerless(data)
             decoded[i] = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
         elapsed = time.perf_counter() - start
+        blank_bytes = len(_encode(blank, fmt, options))
         points.append(
             {
                 "quality": quality,
                 "bpp_file": 8 * sizes / (len(images) * n_pixels),
-                "bpp_headerless": 8 * bare / (len(images) * n_pixels),
+                "bpp_headerless": (None if headerless is None
+                                   else 8 * bare / (len(images) * n_pixels)),
+                # File bits less a blank image's at the same setting: the container.
+                "bpp_payload": 8 * (sizes - len(images) * blank_bytes) / (len(images) * n_pixels),
+                "blank_bytes": blank_bytes,
                 # uint8 against uint8 with peak 255: the same PSNR as both scaled to [0, 1].
                 "psnr": psnr(images, decoded, data_range=255),
                 "seconds": elapsed,
@@ -326,7 +406,7 @@ def pillow_series(fmt, qualities, images):
         p = points[-1]
         log(
             f"  {fmt} q={quality:3d}: {p['bpp_file']:.3f} bpp per file, "
-            f"{p['bpp_headerless']:.3f} without headers, {p['psnr']:.2f} dB"
+            f"{p['bpp_payload']:.3f} payload, {p['psnr']:.2f} dB"
         )
     return {"points": points}
 
@@ -341,7 +421,9 @@ def png_series(images):
         sizes += len(buf.getvalue())
         idat += png_idat_bytes(buf.getvalue())
     n = len(images) * images[0].size
-    point = {"bpp_file": 8 * sizes / n, "bpp_headerless": 8 * idat / n, "psnr": None}
+    blank = len(_encode(np.zeros_like(images[0]), "PNG", {"optimize": True}))
+    point = {"bpp_file": 8 * sizes / n, "bpp_headerless": 8 * idat / n,
+             "bpp_payload": 8 * (sizes - len(images) * blank) / n, "psnr": None}
     log(f"  PNG: {point['bpp_file']:.3f} bpp per file, {point['bpp_headerless']:.3f} IDAT only")
     return {"points": [point]}
 
@@ -349,59 +431,79 @@ def png_series(images):
 # ----------------------------------------------------------------- targets, output
 
 
-def envelope(points, rate):
+def envelope(points, rate, key="bpp"):
     """Best PSNR reachable at or below ``rate`` bits per pixel (None if none)."""
-    best = [p["psnr"] for p in points if p["bpp"] <= rate]
+    best = [p["psnr"] for p in points if p[key] is not None and p[key] <= rate]
     return max(best) if best else None
 
 
+def _points(series, model=None, name=None):
+    return [p for s in series
+            if (model is None or (s["kind"] == "codec" and s["model"] == model))
+            and (name is None or s["name"] == name) for p in s["points"]]
+
+
+def _gap(a, b):
+    return None if a is None or b is None else a - b
+
+
 def check_targets(series):
-    ae = [
-        p
-        for s in series
-        if s["kind"] == "codec" and s["model"] == "autoencoder"
-        for p in s["points"]
-    ]
-    pca_points = [
-        p for s in series if s["kind"] == "codec" and s["model"] == "pca" for p in s["points"]
-    ]
-    if not ae or not pca_points:
-        return {}
-    low = max(min(p["bpp"] for p in ae), min(p["bpp"] for p in pca_points))
-    grid = [r for r in np.geomspace(low, 1.0, 60)] if low < 1 else []
-    gaps = [(r, envelope(ae, r) - envelope(pca_points, r)) for r in grid]
-    at_quarter = (
-        envelope(ae, 0.25) - envelope(pca_points, 0.25)
-        if envelope(ae, 0.25) is not None and envelope(pca_points, 0.25) is not None
-        else None
-    )
-    worst = min(gaps, key=lambda g: g[1]) if gaps else (None, None)
-    return {
-        "rates_compared": [low, 1.0] if grid else None,
-        "min_gain_db_below_1bpp": worst[1],
-        "min_gain_at_bpp": worst[0],
-        "autoencoder_above_pca_below_1bpp": bool(gaps) and worst[1] > 0,
-        "gain_db_at_0.25bpp": at_quarter,
-        "gain_at_0.25bpp_at_least_5db": at_quarter is not None and at_quarter >= 5,
-        "max_codec_own_compress_s": max(p["codec_own_s"] for p in ae + pca_points),
-    }
+    """The issue's targets, on the envelopes (best PSNR at or below each rate)."""
+    ae, pca_points = _points(series, "autoencoder"), _points(series, "pca")
+    out = {}
+    if ae and pca_points:
+        grid = np.geomspace(0.05, 1.0, 40)
+        gaps = [(float(r), _gap(envelope(ae, r), envelope(pca_points, r))) for r in grid]
+        known = [g for g in gaps if g[1] is not None]
+        worst = min(known, key=lambda g: g[1]) if known else (None, None)
+        quarter = _gap(envelope(ae, 0.25), envelope(pca_points, 0.25))
+        out.update({
+            "ae_minus_pca_db_by_bpp": gaps,
+            "min_gain_db_0.05_1bpp": worst[1],
+            "min_gain_at_bpp": worst[0],
+            "autoencoder_above_pca_0.05_1bpp": bool(known) and len(known) == len(gaps)
+            and worst[1] > 0,
+            "gain_db_at_0.25bpp": quarter,
+            "gain_at_0.25bpp_at_least_6db": quarter is not None and quarter >= 6,
+        })
+    anchors = {s["name"]: s["points"] for s in series if s["kind"] == "pillow"}
+    if ae and anchors:
+        # Like with like: each image alone, without its container / archive header.
+        grid = np.linspace(0.41, 0.75, 18)
+        webp = anchors.get("WebP", [])
+        webp_gaps = [(float(r), _gap(envelope(ae, r, "bpp_per_image_payload"),
+                                     envelope(webp, r, "bpp_payload"))) for r in grid]
+        known = [g for g in webp_gaps if g[1] is not None]
+        out["ae_minus_webp_payload_db_0.41_0.75bpp"] = webp_gaps
+        out["above_webp_payload_0.41_0.75bpp"] = bool(known) and all(g[1] > 0 for g in known)
+        best = {}
+        for r in np.geomspace(0.05, 0.75, 30):
+            ae_db = envelope(ae, r, "bpp_per_image_payload")
+            rivals = {n: envelope(pts, r, "bpp_payload") for n, pts in anchors.items()}
+            rivals["PCA"] = envelope(pca_points, r, "bpp_per_image_payload") if pca_points else None
+            top = max((v for v in rivals.values() if v is not None), default=None)
+            best[f"{r:.3f}"] = None if ae_db is None else (top is None or ae_db > top)
+        out["best_codec_below_0.75bpp_by_rate"] = best
+        out["best_codec_below_0.75bpp"] = all(v for v in best.values() if v is not None) and any(
+            v is not None for v in best.values())
+    return out
 
 
 def print_table(series):
-    """One row per point: bits per pixel per file (or per archive), without headers (Pillow
-    formats) or the static-table entropy bound (codec), and PSNR."""
-    print(f"{'series':<22} {'setting':>9} {'bpp':>7} {'bare':>7} {'bound':>7} {'PSNR dB':>8}")
+    """One row per point: bits per pixel of the archive or per file, per image without
+    header (codec) or payload (anchors: file bits less a blank image's), and PSNR."""
+    print(f"{'series':<26} {'setting':>10} {'bpp':>7} {'payload':>8} {'coder':>6} {'PSNR dB':>8}")
     for s in series:
         for p in s["points"]:
-            bare = bound = ""
+            coder = ""
             if s["kind"] == "codec":
-                setting, bpp, bound = f"{p['n_bits']} bits", p["bpp"], p["entropy_bound_bpp"]
-                bound = f"{bound:.3f}"
+                setting, bpp = f"{p['n_bits']:g} bits", p["bpp"]
+                bare, coder = f"{p['bpp_per_image_payload']:.3f}", p["coder"]
             else:
                 setting = "lossless" if s["kind"] == "lossless" else f"q={p['quality']}"
-                bpp, bare = p["bpp_file"], f"{p['bpp_headerless']:.3f}"
+                bpp, bare = p["bpp_file"], f"{p['bpp_payload']:.3f}"
             db = "inf" if p["psnr"] is None else f"{p['psnr']:.2f}"
-            print(f"{s['name']:<22} {setting:>9} {bpp:>7.3f} {bare:>7} {bound:>7} {db:>8}")
+            print(f"{s['name']:<26} {setting:>10} {bpp:>7.3f} {bare:>8} {coder:>6} {db:>8}")
 
 
 def plot(series, path, title):
@@ -410,52 +512,37 @@ def plot(series, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True)
     colors = {30: "C0", 64: "C1", 196: "C2"}
-    for s in series:
-        pts = s["points"]
-        if s["kind"] == "codec":
-            style = "-o" if s["model"] == "autoencoder" else "--s"
-            ax.plot(
-                [p["bpp"] for p in pts],
-                [p["psnr"] for p in pts],
-                style,
-                color=colors.get(s["code_size"], "C4"),
-                ms=4,
-                label=s["name"],
-            )
-        elif s["kind"] == "pillow":
-            color = "C3" if s["name"].startswith("JPEG") else "C5"
-            ax.plot(
-                [p["bpp_file"] for p in pts],
-                [p["psnr"] for p in pts],
-                "-",
-                color=color,
-                label=f"{s['name']} per file",
-            )
-            ax.plot(
-                [p["bpp_headerless"] for p in pts],
-                [p["psnr"] for p in pts],
-                ":",
-                color=color,
-                label=f"{s['name']} without headers",
-            )
-        else:
-            ax.axvline(
-                pts[0]["bpp_file"],
-                color="k",
-                lw=1,
-                ls="-.",
-                label=f"PNG lossless, {pts[0]['bpp_file']:.2f} bpp per file",
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR (dB, peak 1.0)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    styles = {"uniform": ":", "rd": "-", "rd-qat": "-"}
+    anchor_colors = {"JPEG": "C3", "WebP": "C5", "AVIF": "C6", "JPEG 2000": "C7"}
+    for ax, (key, anchor_key, label) in zip(axes, [
+            ("bpp", "bpp_file", "one archive of all images / one file per image"),
+            ("bpp_per_image_payload", "bpp_payload", "each image alone, without headers")]):
+        for s in series:
+            pts = s["points"]
+            if s["kind"] == "codec":
+                marker = "o" if s["model"] == "autoencoder" else "s"
+                ax.plot([p[key] for p in pts], [p["psnr"] for p in pts],
+                        styles.get(s["variant"], "-") + marker,
+                        color=colors.get(s["code_size"], "C4"), ms=3 if s["variant"] != "rd-qat"
+                        else 6, mfc="none" if s["model"] == "pca" else None,
+                        lw=1 if s["model"] == "pca" else 1.8, label=s["name"])
+            elif s["kind"] == "pillow":
+                ax.plot([p[anchor_key] for p in pts], [p["psnr"] for p in pts], "--",
+                        color=anchor_colors.get(s["name"], "k"), label=s["name"])
+            else:
+                ax.axvline(pts[0][anchor_key], color="k", lw=1, ls="-.",
+                           label=f"PNG lossless, {pts[0][anchor_key]:.2f} bpp")
+        ax.set_xscale("log")
+        ax.set_xlim(0.03, 8)
+        ax.set_xlabel(f"bits per pixel ({label})")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("PSNR (dB, peak 1.0)")
+    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -476,61 +563,75 @@ def main(argv=None):
     X_test = test.data.astype(np.float32) / np.float32(255)
     started = time.perf_counter()
     series = []
+    sections = config["sections"]
     for size in config["code_sizes"]:
         models = []
-        if not args.no_autoencoder:
+        if "autoencoder" in sections and not args.no_autoencoder:
             models.append(("autoencoder", *autoencoder(config, size, X_train, args.cache_dir)))
-        models.append(("pca", *pca(size, X_train, config["seed"])))
+        if "pca" in sections:
+            models.append(("pca", *pca(size, X_train, config["seed"])))
         for kind, model, meta in models:
-            for coder in config["coders"]:
-                name = f"{'AE' if kind == 'autoencoder' else 'PCA'}-{size} codec ({coder})"
+            for variant in config["variants"]:
+                if variant == "rd-qat" and kind != "autoencoder":
+                    continue
+                name = f"{'AE' if kind == 'autoencoder' else 'PCA'}-{size} {variant}"
                 log(name)
-                result = codec_series(name, model, X_train, X_test, config, coder)
-                series.append(
-                    {
-                        "name": name,
-                        "kind": "codec",
-                        "model": kind,
-                        "code_size": size,
-                        "coder": coder,
-                        **meta,
-                        **result,
-                    }
-                )
-    for fmt, key in (("JPEG", "jpeg_qualities"), ("WEBP", "webp_qualities")):
-        log(fmt)
-        series.append(
-            {
-                "name": {"JPEG": "JPEG", "WEBP": "WebP"}[fmt],
-                "kind": "pillow",
-                **pillow_series(fmt, config[key], images),
-            }
-        )
-    log("PNG")
-    series.append({"name": "PNG", "kind": "lossless", **png_series(images)})
+                result = codec_series(name, model, X_train, X_test, config, variant)
+                series.append({"name": name, "kind": "codec", "model": kind, "code_size": size,
+                               "variant": variant, **meta, **result})
+    if "anchors" in sections:
+        from PIL import features
+
+        for fmt in ("JPEG", "WEBP", "AVIF", "JPEG2000"):
+            feature = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "JPEG2000": "jpg_2000"}[fmt]
+            if not features.check(feature):
+                log(f"{fmt}: not in this Pillow, skipped")
+                continue
+            log(fmt)
+            key = {"JPEG": "jpeg", "WEBP": "webp", "AVIF": "avif", "JPEG2000": "jp2"}[fmt]
+            series.append({"name": NAMES[fmt], "kind": "pillow",
+                           **pillow_series(fmt, config[f"{key}_qualities"], images)})
+        log("PNG")
+        series.append({"name": "PNG", "kind": "lossless", **png_series(images)})
+    elapsed = time.perf_counter() - started
+    json_path = args.out_dir / "rate_distortion.json"
+    runs = []
+    if args.merge and json_path.exists():
+        previous = json.loads(json_path.read_text())
+        names = {s["name"] for s in series}
+        series = [s for s in previous["series"] if s["name"] not in names] + series
+        runs = previous.get("runs", [])
 
     import PIL
 
     import skdae
 
     targets = check_targets(series)
+    runs.append({
+        "command": "python benchmarks/rate_distortion.py " + " ".join(sys.argv[1:]
+                                                                     if argv is None else argv),
+        "sections": list(sections),
+        "timed": not args.untimed,
+        "seconds": elapsed,
+        "loadavg": list(os.getloadavg()),
+    })
     report = {
         "description": "bits per pixel vs PSNR (peak 1.0, clipped reconstructions) on "
         "the MNIST test images; codec rates are one archive of all images, header "
-        "included",
-        "command": "python benchmarks/rate_distortion.py" + (" --quick" if args.quick else ""),
+        "included (bpp), and each image compressed alone without the archive header "
+        "(bpp_per_image_payload); anchors per file (bpp_file) and as payload (file bits "
+        "less a blank image's at the same setting)",
+        "runs": runs,
         "config": {
             k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
             for k, v in config.items()
         },
         "versions": {"skdae": skdae.__version__, "pillow": PIL.__version__},
         "machine": machine(),
-        "total_s": time.perf_counter() - started,
         "series": series,
         "targets": targets,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.out_dir / "rate_distortion.json"
     png_path = args.out_dir / "rate_distortion.png"
     json_path.write_text(json.dumps(report, indent=1, default=float) + "\n")
     title = f"MNIST test ({config['n_test']} images): rate vs distortion" + (
@@ -541,7 +642,7 @@ def main(argv=None):
     print()
     for key, value in targets.items():
         print(f"{key}: {value}")
-    print(f"\nwrote {json_path} and {png_path} ({report['total_s']:.0f} s)")
+    print(f"\nwrote {json_path} and {png_path} ({elapsed:.0f} s)")
     return 0
 
 

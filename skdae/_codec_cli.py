@@ -107,7 +107,10 @@ def cmd_train(args):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X2)
     _say(args, f"trained in {time.perf_counter() - start:.1f} s")
-    codec = Codec(model, n_bits=args.n_bits, coder=args.coder).fit(X2)
+    if args.fine_tune_epochs < 0 or (args.fine_tune_epochs and args.model != "autoencoder"):
+        raise ValueError("--fine-tune-epochs takes a count >= 0, for --model autoencoder only")
+    codec = Codec(model, n_bits=args.n_bits, allocation=args.allocation, coder=args.coder,
+                  fine_tune_epochs=args.fine_tune_epochs).fit(X2)
     metadata = {
         _METADATA_KEY: {
             "sample_shape": list(shape),
@@ -129,7 +132,7 @@ def cmd_train(args):
         print(
             f"wrote {args.output} ({os.path.getsize(args.output)} bytes); on {len(sample)} "
             f"training samples: {rate:.3f} bits/pixel, PSNR {db:.2f} dB "
-            f"(n_bits={codec.n_bits}, coder={codec.coder})"
+            f"(n_bits={codec.n_bits}, allocation={codec.allocation}, coder={codec.coder})"
         )
     return 0
 
@@ -238,6 +241,7 @@ def cmd_info(args):
         "format_version": info.version,
         "coder": info.coder,
         "n_bits": info.n_bits,
+        "sample_bits": info.sample_bits,
         "sample_shape": list(info.shape),
         "code_units": info.n_units,
         "count": info.count,
@@ -251,7 +255,9 @@ def cmd_info(args):
     status = 0
     if args.model is not None:
         codec, _ = _load_codec(args.model)
-        matches = codec.fingerprint.startswith(info.fingerprint)
+        # A format-1 archive carries the fingerprint its (format-1) codec had.
+        expected = codec._legacy_fingerprint() if info.version == 1 else codec.fingerprint
+        matches = bool(expected) and expected.startswith(info.fingerprint)
         fields["model_matches"] = matches
         status = 0 if matches else 1
     if args.json:
@@ -296,10 +302,10 @@ def _positive_int(text):
 
 
 def _n_bits(text):
-    value = _positive_int(text)
+    value = _positive_float(text)
     if value > 16:
-        raise argparse.ArgumentTypeError(f"must be 1 to 16: {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be at most 16: {text!r}")
+    return int(value) if value.is_integer() else value
 
 
 def _positive_float(text):
@@ -402,14 +408,30 @@ def add_parser(subparsers):
         type=_n_bits,
         default=8,
         metavar="N",
-        help="bits per code value, 1 to 16 (default: 8); fewer bits, smaller archives",
+        help="rate: average coded bits per code unit, up to 12, fractions allowed "
+        "(default: 8); with --allocation uniform, the bits of every code value, 1 to 16",
+    )
+    train.add_argument(
+        "--allocation",
+        choices=("rate_distortion", "uniform"),
+        default="rate_distortion",
+        help="bits per code unit: chosen per unit from the training codes (default), or "
+        "--n-bits for every unit",
     )
     train.add_argument(
         "--coder",
-        choices=("zlib", "lzma", "none"),
-        default="zlib",
-        help="entropy coder for the packed codes (default: zlib; lzma is a few %% "
-        "smaller at 1-2 bits and slower)",
+        choices=("auto", "rans", "zlib", "lzma", "none"),
+        default="auto",
+        help="entropy coder (default: auto, the smaller of rans under the learned tables "
+        "and deflate, per archive; lzma is slower)",
+    )
+    train.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="autoencoder: epochs of quantization-aware fine-tuning of the codec's copy "
+        "of the network (default: 0)",
     )
     train.add_argument(
         "--limit", type=_positive_int, metavar="N", help="train on the first N samples only"

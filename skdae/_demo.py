@@ -112,11 +112,34 @@ def run(args):
         error, db = per_sample_squared_error(X_test, rec).mean(), psnr(X_test, rec)
         print(f"| {label:<30} | {code:>4} | {error:>7.3f} | {db:>7.2f} | {fit_time:>7} |")
 
+    _bytes_view(ae, pca, X_train, X_test, code)
+
     n_show = min(10, X_test.shape[0])
     grid = image_grid([X_test[:n_show], ae_rec[:n_show], pca_rec[:n_show]], shape)
     write_png_gray(args.output, grid)
     print(f"\nwrote {args.output}: test images (top), autoencoder (middle), PCA (bottom)")
     return 0
+
+
+def _bytes_view(ae, pca, X_train, X_test, code):
+    """Both models through the same codec (bit allocation and entropy coder learned from
+    the training codes) at about a quarter of a bit per pixel: real bytes, not code sizes."""
+    from ._metrics import psnr
+    from .codec import Codec, archive_info
+
+    budget = X_test.shape[1] / (4 * code)  # coded bits per unit for ~0.25 bits per pixel
+    print(f"\nthe bytes: both models through the same codec ({budget:g} coded bits per code "
+          "unit on average,\nallocated per unit from the training codes; one archive of all "
+          "test images, header included)")
+    print(f"| {'model':<30} | {'bits/pixel':>10} | {'PSNR dB':>7} | {'bytes/image':>11} |")
+    print(f"|{'-' * 32}|{'-' * 12}|{'-' * 9}|{'-' * 13}|")
+    for label, model in (("autoencoder", ae), (f"PCA-{code}", pca)):
+        codec = Codec(model, n_bits=budget).fit(X_train)
+        data = codec.compress(X_test)
+        rec = np.clip(codec.decompress(data), 0, 1)
+        bpp = archive_info(data).bits_per_pixel
+        print(f"| {label:<30} | {bpp:>10.3f} | {psnr(X_test, rec):>7.2f} | "
+              f"{len(data) / X_test.shape[0]:>11.1f} |")
 
 
 def _convergence_warning():

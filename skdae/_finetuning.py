@@ -63,6 +63,8 @@ class FineTuner:
         self.delta_b = np.empty(batch * max_width, dtype)
         self.Xb = np.empty((batch, n_features), dtype)
         self.best_params = None
+        # Quantization-aware fine-tuning (set by the codec): a CodeQuantizer, or None.
+        self.code_quantizer = None
 
     def run(self, data, epochs, stop, *, warn_max_iter):
         """Up to ``epochs`` epochs on ``data`` (:class:`skdae._stream.Rows`); early
@@ -148,7 +150,13 @@ class FineTuner:
         with thread_limits(est.n_jobs), closing(data.chunks(chunk_order(rng, data))) as chunks:
             for i, chunk in chunks:
                 order = rows_order(rng, data, i, chunk)
-                if isinstance(chunk, CsrBlock):
+                if self.code_quantizer is not None:
+                    if isinstance(chunk, CsrBlock):
+                        raise TypeError("quantization-aware fine-tuning needs dense data")
+                    loss, t = kernels.finetune_epoch_quantized(
+                        chunk, order, *rest, est.t_, *hyper,
+                        *self.code_quantizer.kernel_arguments(len(order)))
+                elif isinstance(chunk, CsrBlock):
                     loss, t = kernels.finetune_epoch_csr(
                         chunk.data, chunk.indices, chunk.indptr, chunk.mean, chunk.scale,
                         chunk.standardize, order, *rest, est.t_, *hyper)
@@ -223,6 +231,40 @@ class FineTuner:
             f"keeping the weights after {self.estimator.n_iter_} epochs.",
             UserWarning,
         )
+
+
+class CodeQuantizer:
+    """What quantization-aware fine-tuning needs to quantize the code layer in the kernel.
+
+    Parameters
+    ----------
+    code_layer : int
+        Index of the code layer among the network's layers.
+    lo, step : ndarray of shape (n_units,)
+        Bottom of each unit's range and its bin width (the codec's quantizer).
+    n_levels : ndarray of shape (n_units,)
+        Bins per unit.
+    noise : bool
+        Additive uniform noise of one bin width (True) or straight-through rounding.
+    rng : numpy.random.Generator
+        Source of the noise.
+    """
+
+    def __init__(self, code_layer, lo, step, n_levels, noise, rng, dtype):
+        self.code_layer = int(code_layer)
+        self.lo = np.ascontiguousarray(lo, dtype)
+        self.step = np.ascontiguousarray(step, dtype)
+        self.n_levels = np.ascontiguousarray(n_levels, np.int64)
+        self.noise, self.rng, self.dtype = noise, rng, dtype
+
+    def kernel_arguments(self, n_rows):
+        """The trailing arguments of ``finetune_epoch_quantized`` for ``n_rows`` rows."""
+        n_units = self.lo.shape[0]
+        if self.noise:
+            noise = self.rng.random((n_rows, n_units), dtype=np.float32) - np.float32(0.5)
+        else:
+            noise = np.empty((0, n_units), np.float32)
+        return (self.code_layer, self.lo, self.step, self.n_levels, noise.astype(self.dtype))
 
 
 def validation_error(estimator, data):

@@ -44,8 +44,11 @@ FORMAT_NAME = "skdae-model"
 # (``_schedule_phase``, ``_pass_samples``, ``_pass_loss``, ``_schedule_calls``,
 # ``_rbm_velocity``; see skdae._schedule); older files get the state of a finished
 # schedule through :func:`migrate_state`.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# Version 4: a codec stores its bit allocation (``unit_bits_``), its rANS frequency tables
+# (``frequencies_``) and its fine-tuned model (``model_``), and has an ``allocation``
+# parameter; older codecs are migrated to the uniform allocation they used.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 _HEADER_MEMBER = "skdae.json"
 _ARRAY_MEMBER = "arrays/{}.npy"
@@ -246,7 +249,10 @@ def migrate_state(cls, state, params=None):
     its optimiser state as ``_optimizer_state_a`` / ``_b`` and its random stream seed as
     ``_partial_fit_seed``; the unit types at inference came from the parameters.
     Formats 1 and 2 had no ``partial_fit`` schedule: a fitted autoencoder without its
-    state gets that of a finished schedule. A current state is returned unchanged.
+    state gets that of a finished schedule. Formats 1 to 3 had no rate model in the
+    codec: a codec gets ``allocation="uniform"``, ``n_bits`` bits for every unit, no
+    frequency tables and no fine-tuned model, which is what it did. A current state is
+    returned unchanged.
 
     Parameters
     ----------
@@ -269,6 +275,8 @@ def migrate_state(cls, state, params=None):
             state["_hidden_units"] = params.get("hidden_units", "bernoulli")
         elif cls.__name__ == "RBMStackAutoencoder":
             _migrate_autoencoder_v1(state, params)
+    if cls.__name__ == "Codec" and "allocation" not in (params or {}):
+        _migrate_codec_v3(state, params or {})
     if cls.__name__ == "RBMStackAutoencoder" and "n_iter_" in state:
         from ._schedule import SCHEDULE_DEFAULTS
 
@@ -276,6 +284,18 @@ def migrate_state(cls, state, params=None):
         for name, value in SCHEDULE_DEFAULTS.items():
             state.setdefault(name, value)
     return state
+
+
+def _migrate_codec_v3(state, params):
+    state["allocation"] = "uniform"
+    lo, n_bits = state.get("code_min_"), params.get("n_bits", 8)
+    if lo is None:
+        return
+    if not isinstance(lo, np.ndarray) or isinstance(n_bits, bool) or not isinstance(n_bits, int):
+        raise InvalidModelFileError("format-3 codec without its ranges or n_bits")
+    state.setdefault("unit_bits_", np.full(lo.shape, n_bits, np.int64))
+    state.setdefault("frequencies_", None)
+    state.setdefault("model_", None)
 
 
 def _migrate_autoencoder_v1(state, params):

@@ -2,46 +2,40 @@
 
 :class:`Codec` wraps a fitted model that has ``transform`` and ``inverse_transform`` (an
 :class:`~skdae.RBMStackAutoencoder`, a PCA, a Pipeline), so different models are compared
-through exactly the same bytes. Each code unit is quantized uniformly to ``n_bits`` over
-the range the unit takes on training codes; the quantized codes are bit-packed unit by unit
-and entropy-coded with the standard library's deflate (``zlib``) or LZMA.
+through exactly the same bytes. It is a transform coder: each code unit is quantized
+uniformly over the range it takes on training codes, with its own number of bits (by
+default chosen per unit from training codes, more bits where they lower the error most:
+see :mod:`skdae._rate`), and the levels are entropy-coded, by rANS under integer
+per-unit frequency tables learned at :meth:`Codec.fit` or by deflate / LZMA on the
+bit-packed levels, whichever is smaller for each archive (``coder="auto"``). An
+autoencoder's codec can also fine-tune a copy of the network through the quantizer
+(quantization-aware fine-tuning, ``fine_tune_epochs``).
 
-Archive layout (little-endian)::
+The archive format is described in :mod:`skdae._archive`; :func:`archive_info` reads a
+header without the model.
 
-    magic          8 bytes   b"\\x89SKD\\r\\n\\x1a\\n"
-    version        u8        FORMAT_VERSION
-    coder          u8        0 none, 1 zlib (raw deflate), 2 lzma (raw LZMA2)
-    n_bits         u8        1..16
-    ndim           u8        1..4, dimensions of one sample (e.g. 2 for 28 x 28 images)
-    shape          ndim x u32
-    n_units        u32       code units per sample
-    count          u32       number of samples
-    fingerprint    16 bytes  first bytes of the codec's sha256 fingerprint
-    payload        ...       entropy-coded, bit-packed quantized codes
-    crc32          u32       of every byte before it
-
-Why no custom entropy coder: on the 10,000 MNIST test codes (PCA with 30 and 196 units,
-1 to 12 bits, ranges from 20,000 training codes), the cross-entropy under a static
-per-unit frequency table learned from training codes, which bounds what a table-driven
-range or ANS coder could reach, is only 1-12 % (typically 5 %) below deflate on unit-major
-packed bits, while deflate codes 10,000 samples in tens of milliseconds and is maintained
-elsewhere. LZMA gains 3-10 % over deflate at 2-4 bits with many units, at 10 times the
-time (0.4-0.9 s for 196 units): an option, not the default. Unit-major packing beat
-sample-major packing and bit-plane orders under both coders.
+Measured on the 10,000 MNIST test codes (benchmarks/rate_distortion.py): the rANS coder
+under the learned tables is smaller than deflate on unit-major packed bits at every
+setting measured there; deflate stays for bit depths without tables (above 12 bits) and
+for archives where it happens to win. LZMA gains 3-10 % over deflate at 2-4 bits with
+many units, at 10 times the time: an option, not part of ``"auto"``.
 """
 
-import io
-import lzma
-import struct
-import zlib
-from dataclasses import dataclass
-from numbers import Integral
+import copy
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _archive, _rate
+from ._archive import (  # noqa: F401  (MAGIC: part of the public module)
+    MAGIC,
+    ArchiveInfo,
+    CorruptArchiveError,
+    ModelMismatchError,
+)
 from ._state_checks import n_features_out
 
 __all__ = [
@@ -52,26 +46,19 @@ __all__ = [
     "archive_info",
 ]
 
-MAGIC = b"\x89SKD\r\n\x1a\n"
-FORMAT_VERSION = 1
-CODERS = {"none": 0, "zlib": 1, "lzma": 2}
-_CODER_NAMES = {v: k for k, v in CODERS.items()}
-_FINGERPRINT_BYTES = 16
-_FIXED = struct.Struct("<8sBBBB")
-_TAIL = struct.Struct("<II16s")
-_CRC = struct.Struct("<I")
-_MAX_NDIM = 4
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
-# Largest expansion each coder can achieve (deflate: 1032:1; raw LZMA2 measured about
-# 7000:1 on zeros), plus a constant for tiny streams. A header whose sizes need more than
-# this is rejected before anything is allocated.
-_MAX_RATIO = {0: 1, 1: 1040, 2: 1 << 14}
-_RATIO_SLACK = 1 << 10
-# Packing works on big-endian words, whose byte order is the MSB-first bit order.
-_WORD = {8: np.dtype(np.uint8), 16: np.dtype(">u2")}
-_LEVEL_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
+# Documented (and pickled) under their public module.
+for _cls in (ArchiveInfo, CorruptArchiveError, ModelMismatchError):
+    _cls.__module__ = __name__
+
+FORMAT_VERSION = _archive.FORMAT_VERSION
+CODERS = ("auto", "rans", "zlib", "lzma", "none")
+_MAX_NDIM = _archive.MAX_NDIM
 # What fit stores as code_dtype_ (np.dtype(...).str) for float32 and float64 codes.
 _CODE_DTYPES = {np.dtype(np.float32).str, np.dtype(np.float64).str}
+# Fitted attributes of a format-1 codec; the others came with archive format 2.
+_V1_ATTRIBUTES = ("code_min_", "code_max_", "code_dtype_", "n_features_in_")
+# Training codes whose decoder gains weight the bit allocation (see _rate.unit_weights).
+_WEIGHT_ROWS = 128
 
 
 def _is_count(value):
@@ -83,187 +70,11 @@ def _is_count(value):
 _CHUNK_ROWS = 16384
 
 
-class CorruptArchiveError(ValueError):
-    """Bytes that are not a valid archive: truncated, damaged, or another format.
-
-    Raised by :func:`archive_info` and by :meth:`Codec.decompress` when the magic bytes,
-    format version, declared sizes or checksum are wrong, before anything is decoded.
-    A ``ValueError``, so code that catches ``ValueError`` catches it too.
-
-    See Also
-    --------
-    ModelMismatchError : A valid archive made with another model.
-
-    Examples
-    --------
-    >>> from skdae.codec import CorruptArchiveError, archive_info
-    >>> try:
-    ...     archive_info(b"not an archive")
-    ... except CorruptArchiveError as exc:
-    ...     print(exc)
-    not a skdae archive (bad magic bytes)
-    """
-
-
-class ModelMismatchError(ValueError):
-    """A valid archive that was made with another model or codec settings.
-
-    Every archive carries a fingerprint of the codec that made it (its model, ranges and
-    settings); :meth:`Codec.decompress` and :meth:`Codec.decode_codes` raise this error
-    instead of decoding with a codec whose fingerprint differs. A ``ValueError``.
-
-    See Also
-    --------
-    CorruptArchiveError : Bytes that are not an intact archive.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.decomposition import PCA
-    >>> from skdae.codec import Codec, ModelMismatchError
-    >>> X = np.random.default_rng(0).random((100, 16))
-    >>> data = Codec(PCA(4).fit(X)).fit(X).compress(X)
-    >>> other = Codec(PCA(4).fit(X[:50])).fit(X)
-    >>> try:
-    ...     other.decompress(data)
-    ... except ModelMismatchError:
-    ...     print("refused: made with another model")
-    refused: made with another model
-    """
-
-
-@dataclass(frozen=True)
-class ArchiveInfo:
-    """What an archive's header says.
-
-    Returned by :func:`archive_info`; not meant to be built by hand. Each parameter is
-    also an attribute, and the properties below derive sizes and the rate from them.
-
-    Parameters
-    ----------
-    version : int
-        Container format version.
-    coder : str
-        Entropy coder: ``"none"``, ``"zlib"`` or ``"lzma"``.
-    n_bits : int
-        Bits per quantized code value.
-    shape : tuple of int
-        Shape of one sample (``(28, 28)`` for MNIST images given as such).
-    n_units : int
-        Code units per sample.
-    count : int
-        Number of samples.
-    fingerprint : str
-        Hex digest prefix identifying the codec (model and ranges) that made it.
-    header_bytes : int
-        Bytes of container overhead (header and checksum).
-    payload_bytes : int
-        Bytes of coded data.
-
-    See Also
-    --------
-    archive_info : Read and check an archive's header.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.decomposition import PCA
-    >>> from skdae.codec import Codec, archive_info
-    >>> X = np.random.default_rng(0).random((100, 8, 8))
-    >>> codec = Codec(PCA(4).fit(X.reshape(100, -1)), n_bits=5).fit(X)
-    >>> info = archive_info(codec.compress(X))
-    >>> info.shape, info.count, info.n_units, info.n_bits, info.coder
-    ((8, 8), 100, 4, 5, 'zlib')
-    >>> info.total_bytes == info.header_bytes + info.payload_bytes
-    True
-    """
-
-    version: int
-    coder: str
-    n_bits: int
-    shape: tuple
-    n_units: int
-    count: int
-    fingerprint: str
-    header_bytes: int
-    payload_bytes: int
-
-    @property
-    def total_bytes(self):
-        """Size of the whole archive in bytes."""
-        return self.header_bytes + self.payload_bytes
-
-    @property
-    def n_pixels(self):
-        """Pixels per sample: height x width for (H, W) or (H, W, C), else all values."""
-        shape = self.shape[:2] if len(self.shape) == 3 else self.shape
-        return int(np.prod(shape, dtype=np.int64))
-
-    @property
-    def bits_per_pixel(self):
-        """Archive size in bits over the number of pixels it holds (header included)."""
-        return 8 * self.total_bytes / (self.count * self.n_pixels)
-
-    @property
-    def raw_code_bytes(self):
-        """Size of the bit-packed quantized codes before entropy coding."""
-        return -(-self.count * self.n_units * self.n_bits // 8)
-
-
-def _parse(data):
-    """Check an archive's structure and checksum; return ``(info, payload)``."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"an archive is bytes, not {type(data).__name__}")
-    data = bytes(data)
-    if len(data) < _FIXED.size or not data.startswith(MAGIC):
-        raise CorruptArchiveError("not a skdae archive (bad magic bytes)")
-    _, version, coder, n_bits, ndim = _FIXED.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise CorruptArchiveError(
-            f"archive format version {version}; this skdae reads version {FORMAT_VERSION}"
-        )
-    if coder not in _CODER_NAMES:
-        raise CorruptArchiveError(f"unknown coder id {coder}")
-    if not 1 <= n_bits <= 16:
-        raise CorruptArchiveError(f"n_bits {n_bits} outside 1..16")
-    if not 1 <= ndim <= _MAX_NDIM:
-        raise CorruptArchiveError(f"sample shape has {ndim} dimensions (1..{_MAX_NDIM})")
-    header_len = _FIXED.size + 4 * ndim + _TAIL.size
-    if len(data) < header_len + _CRC.size:
-        raise CorruptArchiveError(f"truncated archive ({len(data)} bytes)")
-    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != crc:
-        raise CorruptArchiveError("archive checksum mismatch: the data is damaged or truncated")
-    shape = struct.unpack_from(f"<{ndim}I", data, _FIXED.size)
-    n_units, count, fingerprint = _TAIL.unpack_from(data, _FIXED.size + 4 * ndim)
-    if 0 in shape or n_units == 0 or count == 0:
-        raise CorruptArchiveError("archive declares an empty shape, code or count")
-    payload = data[header_len : -_CRC.size]
-    info = ArchiveInfo(
-        version=version,
-        coder=_CODER_NAMES[coder],
-        n_bits=n_bits,
-        shape=tuple(shape),
-        n_units=n_units,
-        count=count,
-        fingerprint=fingerprint.hex(),
-        header_bytes=header_len + _CRC.size,
-        payload_bytes=len(payload),
-    )
-    # The declared sizes must be reachable from the bytes actually present.
-    if info.raw_code_bytes > _MAX_RATIO[coder] * len(payload) + (_RATIO_SLACK if coder else 0):
-        raise CorruptArchiveError(
-            f"archive declares {count} samples of {n_units} {n_bits}-bit codes, more than "
-            f"its {len(payload)} bytes of {info.coder} data can hold"
-        )
-    return info, payload
-
-
 def archive_info(data):
     """Read and check an archive's header.
 
     The structure and the checksum of the whole archive are checked, but nothing is
-    decoded and no model is needed.
+    decoded and no model is needed. Archives of format versions 1 and 2 are read.
 
     Parameters
     ----------
@@ -290,49 +101,14 @@ def archive_info(data):
     >>> from sklearn.decomposition import PCA
     >>> from skdae.codec import Codec, archive_info
     >>> X = np.random.default_rng(0).random((200, 64))
-    >>> data = Codec(PCA(8).fit(X), n_bits=4).fit(X).compress(X)
-    >>> info = archive_info(data)
+    >>> codec = Codec(PCA(8).fit(X), n_bits=4, allocation="uniform", coder="zlib").fit(X)
+    >>> info = archive_info(codec.compress(X))
     >>> info.count, info.n_units, info.raw_code_bytes
     (200, 8, 800)
-    >>> round(info.bits_per_pixel, 3) == round(8 * len(data) / (200 * 64), 3)
+    >>> info.bits_per_pixel == 8 * info.total_bytes / (200 * 64)
     True
     """
-    return _parse(data)[0]
-
-
-def _encode_payload(packed, coder):
-    if coder == "zlib":
-        # Raw deflate: the container already has a checksum, so zlib's 6 bytes of
-        # framing would be wasted on small archives.
-        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return compressor.compress(packed) + compressor.flush()
-    if coder == "lzma":
-        return lzma.compress(packed, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    return packed
-
-
-def _decode_payload(payload, coder, expected):
-    """Undo :func:`_encode_payload`; never produce more than ``expected + 1`` bytes."""
-    if coder == "none":
-        out, done, rest = payload, True, b""
-    else:
-        if coder == "zlib":
-            decompressor = zlib.decompressobj(-15)
-            errors = (zlib.error,)
-        else:
-            decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-            errors = (lzma.LZMAError,)
-        try:
-            out = decompressor.decompress(payload, expected + 1)
-        except errors as exc:
-            raise CorruptArchiveError(f"corrupt {coder} data: {exc}") from None
-        done = decompressor.eof
-        rest = decompressor.unused_data or getattr(decompressor, "unconsumed_tail", b"")
-    if len(out) != expected or not done or rest:
-        raise CorruptArchiveError(
-            f"coded data does not hold the {expected} bytes of codes the header declares"
-        )
-    return out
+    return _archive.parse(data)[0]
 
 
 def _flat_rows(X, r0, r1):
@@ -345,26 +121,55 @@ class Codec(BaseEstimator):
     """Compress samples to bytes through the codes of a fitted transformer.
 
     ``compress`` maps samples to codes with ``model.transform``, quantizes each code unit
-    uniformly to ``n_bits`` over the range it took on the codes seen by :meth:`fit`
-    (values outside are clipped), packs the bits unit by unit and entropy-codes them.
-    ``decompress`` undoes this and maps the dequantized codes back with
+    uniformly over the range it took on the codes seen by :meth:`fit` (values outside
+    are clipped) with the unit's number of bits (:attr:`unit_bits_`), and entropy-codes
+    the levels. ``decompress`` undoes this and maps the dequantized codes back with
     ``model.inverse_transform``: ``decompress(compress(X))`` equals
-    ``model.inverse_transform(dequantize(quantize(model.transform(X))))`` exactly.
+    ``model.inverse_transform(dequantize(quantize(model.transform(X))))`` exactly, and the
+    bytes decode identically on every machine (the tables are integers).
 
-    Save a fitted codec with :func:`skdae.save`: the model file then holds the model and
-    the learned ranges, all an archive needs to be decoded.
+    With ``fine_tune_epochs``, an autoencoder's codec fine-tunes a **copy** of the network
+    (:attr:`model_`) with the quantizer in its code layer, so that the decoder learns the
+    quantized codes and the encoder places codes where the bins are; the model given is
+    never changed.
+
+    Save a fitted codec with :func:`skdae.save`: the model file then holds the model, the
+    ranges, the bit allocation and the frequency tables, all an archive needs.
 
     Parameters
     ----------
     model : estimator
         A **fitted** transformer with ``transform`` and ``inverse_transform``. It is not
-        refitted: :meth:`fit` only learns the quantization ranges.
-    n_bits : int, default=8
-        Bits per code value, 1 to 16. Each unit is quantized to ``2**n_bits`` levels
-        (bin centres), so more bits lower the quantization error and raise the rate.
-    coder : {"zlib", "lzma", "none"}, default="zlib"
-        Entropy coder for the packed bits: raw deflate (fast, the default), raw LZMA2
-        (a few % smaller at 1-2 bits, 10x slower), or none.
+        refitted (nor changed): :meth:`fit` learns the quantizer and the rate model, and
+        with ``fine_tune_epochs`` fine-tunes a copy.
+    n_bits : float, default=8
+        With ``allocation="uniform"``: the bits of every code value, an int from 1 to 16
+        (``2**n_bits`` levels per unit). With ``allocation="rate_distortion"``: the
+        average number of **coded** bits per code unit to aim at (any value in (0, 12]);
+        units then get 0 to 12 bits each, so a sample's coded size on training data is
+        about ``n_bits * n_units`` bits.
+    allocation : {"rate_distortion", "uniform"}, default="rate_distortion"
+        How bits are shared among units. ``"rate_distortion"``: on training codes, each
+        unit's depth minimises the squared reconstruction error the quantizer causes
+        (weighted by the decoder's gain for that unit) plus lambda times the unit's coded
+        rate under its learned table, with lambda chosen to meet the ``n_bits`` budget:
+        high-variance, high-gain units get more bits, as in transform coding. Units may
+        get none (they decode to their range's centre). ``"uniform"``: ``n_bits`` each.
+    coder : {"auto", "rans", "zlib", "lzma", "none"}, default="auto"
+        Entropy coder. ``"rans"``: rANS under the per-unit frequency tables learned from
+        the training codes (needs at most 12 bits per unit). ``"zlib"`` (raw deflate) and
+        ``"lzma"`` (raw LZMA2) code the bit-packed levels. ``"auto"`` codes each archive
+        with rANS (when the tables exist) and deflate, and keeps the smaller; the archive
+        records its coder.
+    fine_tune_epochs : int, default=0
+        Epochs of quantization-aware fine-tuning of a copy of the model (an
+        :class:`~skdae.RBMStackAutoencoder` only) on the samples given to :meth:`fit`,
+        with the model's own solver and learning rate. 0 leaves the model as it is.
+    fine_tune_method : {"straight_through", "noise"}, default="straight_through"
+        The stand-in for rounding while fine-tuning: ``"noise"`` adds uniform noise of
+        one bin width to the (clipped) codes; ``"straight_through"`` rounds them to the
+        bin centres and passes the gradient through unchanged. On held-out training
+        samples straight-through rounding gave the lower quantized error (see the README).
 
     Attributes
     ----------
@@ -372,6 +177,14 @@ class Codec(BaseEstimator):
         Lowest value of each code unit on the training codes (float64).
     code_max_ : ndarray of shape (n_units,)
         Highest value of each code unit on the training codes (float64).
+    unit_bits_ : ndarray of shape (n_units,)
+        Bits of each code unit (int64, 0 to 16).
+    frequencies_ : ndarray of uint32 or None
+        Each unit's integer frequency table (``2**unit_bits_[j]`` entries summing to
+        ``2**16``), concatenated; None when a unit has more than 12 bits.
+    model_ : estimator or None
+        The fine-tuned copy of ``model`` that the codec uses, or None when it uses
+        ``model`` itself (``fine_tune_epochs=0``).
     code_dtype_ : str
         dtype of the model's codes; dequantized codes are cast to it.
     n_features_in_ : int
@@ -389,7 +202,7 @@ class Codec(BaseEstimator):
     >>> from sklearn.decomposition import PCA
     >>> from skdae.codec import Codec
     >>> X = np.random.default_rng(0).random((200, 64))
-    >>> codec = Codec(PCA(8).fit(X), n_bits=6).fit(X)
+    >>> codec = Codec(PCA(8).fit(X), n_bits=3).fit(X)
     >>> data = codec.compress(X[:10])
     >>> codec.decompress(data).shape
     (10, 64)
@@ -397,18 +210,33 @@ class Codec(BaseEstimator):
 
     _parameter_constraints: dict = {
         "model": [HasMethods(["transform", "inverse_transform"])],
-        "n_bits": [Interval(Integral, 1, 16, closed="both")],
+        "n_bits": [Interval(Real, 0, 16, closed="right")],
+        "allocation": [StrOptions({"rate_distortion", "uniform"})],
         "coder": [StrOptions(set(CODERS))],
+        "fine_tune_epochs": [Interval(Integral, 0, None, closed="left")],
+        "fine_tune_method": [StrOptions({"noise", "straight_through"})],
     }
+    # Left out of fingerprints at these values: a format-1 codec had none of them and
+    # behaved as they say, so its archives keep matching it (see _legacy_fingerprint).
+    _params_added_after_v1 = {"allocation": "uniform", "fine_tune_epochs": 0,
+                              "fine_tune_method": "straight_through"}
 
-    def __init__(self, model, *, n_bits=8, coder="zlib"):
+    def __init__(self, model, *, n_bits=8, allocation="rate_distortion", coder="auto",
+                 fine_tune_epochs=0, fine_tune_method="straight_through"):
         self.model = model
         self.n_bits = n_bits
+        self.allocation = allocation
         self.coder = coder
+        self.fine_tune_epochs = fine_tune_epochs
+        self.fine_tune_method = fine_tune_method
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
-        """Learn each code unit's range from the codes of ``X``.
+        """Learn the quantizer and the rate model from the codes of ``X``.
+
+        Each unit's range, its bits (the allocation) and its frequency table come from
+        the codes of ``X``; with ``fine_tune_epochs``, a copy of the model is first
+        fine-tuned on ``X`` through the quantizer, and the tables come from its codes.
 
         Parameters
         ----------
@@ -425,16 +253,106 @@ class Codec(BaseEstimator):
         """
         self._check_n_bits()
         X, shape = self._flatten(X, check_features=False)
+        self.model_ = None
+        if self.fine_tune_epochs > 0:
+            from ._autoencoder import RBMStackAutoencoder
+
+            if type(self.model) is not RBMStackAutoencoder:
+                raise ValueError(
+                    f"fine_tune_epochs={self.fine_tune_epochs} needs an RBMStackAutoencoder "
+                    f"model, not {type(self.model).__name__}; use fine_tune_epochs=0"
+                )
+            check_is_fitted(self.model)
+        model = self.model
+        lo, hi, sample, dtype = self._scan(X, model)
+        self.code_min_, self.code_max_ = lo, hi
+        self.code_dtype_ = dtype
+        self.n_features_in_ = int(np.prod(shape, dtype=np.int64))
+        n_units = lo.size
+        if self.allocation == "uniform":
+            bits = np.full(n_units, int(self.n_bits), np.int64)
+        else:
+            rows = sample[:: max(1, len(sample) // _WEIGHT_ROWS)][:_WEIGHT_ROWS]
+            weights = _rate.unit_weights(
+                lambda codes: model.inverse_transform(codes.astype(dtype)), rows
+            )
+            bits = _rate.allocate_bits(sample, lo, hi, weights, self.n_bits * n_units)
+        if bits.sum() == 0:
+            raise ValueError(
+                f"n_bits={self.n_bits} leaves every code unit without a bit on these codes; "
+                "raise n_bits"
+            )
+        self.unit_bits_ = bits
+        if self.fine_tune_epochs > 0:
+            self.model_ = copy.deepcopy(self.model)
+            self._quantization_aware_fine_tune(X)
+        if bits.max() <= _rate.MAX_TABLE_BITS:
+            counts = np.zeros(_rate.table_offsets(bits)[1], np.int64)
+            for r0 in range(0, X.shape[0], _CHUNK_ROWS):
+                codes = self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS))
+                levels = _rate.quantize(codes.astype(np.float64), lo, hi, bits)
+                counts += _rate.level_counts(levels, bits)
+            self.frequencies_ = _rate.frequency_tables(counts, bits)
+        else:
+            self.frequencies_ = None
+            if self.coder == "rans":
+                raise ValueError(
+                    f"coder='rans' needs at most {_rate.MAX_TABLE_BITS} bits per unit; "
+                    f"some units have {int(bits.max())}: lower n_bits or use coder='auto'"
+                )
+        return self
+
+    def _scan(self, X, model):
+        """Ranges of the codes of ``X`` (float64), an evenly spaced subsample of them
+        for the allocation, and the codes' dtype."""
+        n = X.shape[0]
+        stride = max(1, -(-n // _rate.ALLOCATION_ROWS))
         lo = hi = None
-        for r0 in range(0, X.shape[0], _CHUNK_ROWS):
-            codes = self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS))
+        sample = []
+        for r0 in range(0, n, _CHUNK_ROWS):
+            codes = self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS), model)
             lo = codes.min(axis=0) if lo is None else np.minimum(lo, codes.min(axis=0))
             hi = codes.max(axis=0) if hi is None else np.maximum(hi, codes.max(axis=0))
-        self.code_min_ = lo.astype(np.float64)
-        self.code_max_ = hi.astype(np.float64)
-        self.code_dtype_ = codes.dtype.str
-        self.n_features_in_ = int(np.prod(shape, dtype=np.int64))
-        return self
+            first = (-r0) % stride
+            sample.append(codes[first::stride].astype(np.float64))
+        return lo.astype(np.float64), hi.astype(np.float64), np.concatenate(sample), codes.dtype.str
+
+    def _quantization_aware_fine_tune(self, X):
+        """Fine-tune ``model_`` (a copy) with the quantizer in its code layer."""
+        from ._base import stop_on_ctrl_c
+        from ._finetuning import CodeQuantizer, FineTuner
+
+        ae = self.model_
+        X2 = np.asarray(X).reshape(X.shape[0], -1)
+        data = ae._training_rows(X2, reset=False)
+        layout = ae._check_fitted_state(check_values=False)
+        if not ae._params.flags.writeable:
+            ae._set_parameter_vector(ae._params.copy())
+        if ae._optimizer_state is not None:
+            ae._optimizer_state = {k: np.require(v, requirements="W")
+                                   for k, v in ae._optimizer_state.items()}
+        # The copy's bookkeeping tracked the unquantized loss: start the count afresh.
+        ae.best_loss_, ae._no_improvement_count = None, 0
+        tuner = FineTuner(ae, layout, ae._activations(), data.n_train(), data.n_features)
+        n_levels = np.left_shift(1, self.unit_bits_)
+        tuner.code_quantizer = CodeQuantizer(
+            code_layer=layout.shapes.shape[0] // 2 - 1,
+            lo=self.code_min_,
+            step=_rate.steps(self.code_min_, self.code_max_, self.unit_bits_),
+            n_levels=n_levels,
+            noise=self.fine_tune_method == "noise",
+            rng=np.random.default_rng([int(getattr(ae, "_seed", 0)), 7]),
+            dtype=ae._params.dtype,
+        )
+        # Every epoch asked for runs: the copy's early-stopping rule was tuned for its own
+        # (unquantized) loss, whose noise it would mistake for convergence.
+        patience = ae.n_iter_no_change
+        ae.n_iter_no_change = self.fine_tune_epochs + 1
+        try:
+            with stop_on_ctrl_c() as stop:
+                tuner.run(data, self.fine_tune_epochs, stop, warn_max_iter=False)
+        finally:
+            ae.n_iter_no_change = patience
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -443,13 +361,20 @@ class Codec(BaseEstimator):
         """Number of code units (length of ``code_min_``)."""
         return len(self.code_min_)
 
+    def _model(self):
+        """The model the codes come from: the fine-tuned copy, if there is one."""
+        model = getattr(self, "model_", None)
+        return self.model if model is None else model
+
     def _check_fitted_state(self):
         """Refuse fitted state that does not fit together (it may come from a model file).
 
-        Checks the ranges (finite float64 arrays of one length, ``min <= max``), the code
-        dtype (float32 or float64, as a str), ``n_features_in_``, and that they agree with
-        the model: it is fitted, takes ``n_features_in_`` values and outputs as many code
-        units as there are ranges (where the model says so). An unfitted codec passes.
+        Checks the ranges (finite float64 arrays of one length, ``min <= max``), the bit
+        allocation and frequency tables (their sizes, and every table summing to
+        ``2**16`` with no zero entry, so the rANS kernels stay in bounds), the code dtype,
+        ``n_features_in_``, and that they agree with the model (``model_`` when there is
+        one): it is fitted, takes ``n_features_in_`` values and outputs as many code units
+        as there are ranges (where the model says so). An unfitted codec passes.
 
         Raises
         ------
@@ -457,7 +382,7 @@ class Codec(BaseEstimator):
             Naming the attribute at fault.
         """
         self._check_n_bits()
-        names = ["code_min_", "code_max_", "code_dtype_", "n_features_in_"]
+        names = [*_V1_ATTRIBUTES, "unit_bits_", "frequencies_", "model_"]
         present = [name for name in names if hasattr(self, name)]
         if not present:
             return
@@ -476,20 +401,40 @@ class Codec(BaseEstimator):
         with np.errstate(over="ignore"):
             if not (np.isfinite(hi - lo).all() and (lo <= hi).all()):
                 self._state_error("code ranges are not finite intervals (min <= max)")
+        bits = self.unit_bits_
+        if not isinstance(bits, np.ndarray) or bits.dtype != np.int64 or bits.shape != lo.shape:
+            self._state_error(f"unit_bits_ is not an int64 array of shape {lo.shape}")
+        if bits.min() < 0 or bits.max() > 16 or bits.sum() == 0:
+            self._state_error("unit_bits_ outside 0..16, or no unit has a bit")
+        if self.allocation == "uniform" and not (bits == self.n_bits).all():
+            self._state_error(f"unit_bits_ are not all n_bits={self.n_bits} (uniform)")
+        if self.frequencies_ is not None:
+            if bits.max() > _rate.MAX_TABLE_BITS:
+                self._state_error(f"frequency tables for units of more than "
+                                  f"{_rate.MAX_TABLE_BITS} bits")
+            problem = _rate.check_tables(self.frequencies_, bits)
+            if problem:
+                self._state_error(problem)
+        elif self.coder == "rans":
+            self._state_error("coder='rans' but no frequency tables")
         dtype = self.code_dtype_
         if not isinstance(dtype, str) or dtype not in _CODE_DTYPES:
             self._state_error(f"code_dtype_ is {dtype!r}, not float32 or float64")
         n_features = self.n_features_in_
         if not _is_count(n_features):
             self._state_error(f"n_features_in_ is {n_features!r}, not a positive int")
-        if isinstance(self.model, BaseEstimator):
-            check_is_fitted(self.model)
-        model_in = getattr(self.model, "n_features_in_", None)
+        fine_tuned = self.model_
+        if fine_tuned is not None and not hasattr(fine_tuned, "inverse_transform"):
+            self._state_error("model_ is neither None nor a model")
+        model = self._model()
+        if isinstance(model, BaseEstimator):
+            check_is_fitted(model)
+        model_in = getattr(model, "n_features_in_", None)
         if _is_count(model_in) and model_in != n_features:
             self._state_error(
                 f"n_features_in_={n_features} but the model takes {model_in} features"
             )
-        model_out = n_features_out(self.model)
+        model_out = n_features_out(model)
         if model_out is not None and model_out != lo.size:
             self._state_error(
                 f"{lo.size} code ranges but the model outputs {model_out} code units"
@@ -502,9 +447,21 @@ class Codec(BaseEstimator):
         self._check_fitted_state()
 
     def _check_n_bits(self):
-        # The parameter constraints take any Integral, and bool is one.
-        if isinstance(self.n_bits, bool):
-            raise ValueError(f"n_bits must be an int in [1, 16], got {self.n_bits!r}")
+        n_bits = self.n_bits
+        # The parameter constraints take any Real, and bool is one.
+        if isinstance(n_bits, bool) or not isinstance(n_bits, Real):
+            raise ValueError(f"n_bits must be a number, got {n_bits!r}")
+        if self.allocation == "uniform" and not (
+            isinstance(n_bits, Integral) or float(n_bits).is_integer()
+        ) or self.allocation == "uniform" and not 1 <= n_bits <= 16:
+            raise ValueError(
+                f"n_bits must be an int in [1, 16] with allocation='uniform', got {n_bits!r}"
+            )
+        if self.allocation == "rate_distortion" and not 0 < n_bits <= _rate.MAX_TABLE_BITS:
+            raise ValueError(
+                f"n_bits must be in (0, {_rate.MAX_TABLE_BITS}] with "
+                f"allocation='rate_distortion', got {n_bits!r}"
+            )
 
     def _state_error(self, problem):
         raise ValueError(
@@ -533,19 +490,20 @@ class Codec(BaseEstimator):
             )
         return X, shape
 
-    def _transform(self, X2):
-        codes = np.asarray(self.model.transform(X2))
+    def _transform(self, X2, model=None):
+        model = self._model() if model is None else model
+        codes = np.asarray(model.transform(X2))
         if codes.ndim != 2 or codes.shape[0] != X2.shape[0] or codes.dtype.kind != "f":
             raise ValueError(f"model.transform returned codes of shape {codes.shape}")
         if not np.all(np.isfinite(codes)):
             raise ValueError("model.transform returned non-finite codes")
         return codes
 
-    def _steps(self):
-        return (self.code_max_ - self.code_min_) / (1 << self.n_bits)
+    def _level_dtype(self):
+        return np.uint8 if self.unit_bits_.max() <= 8 else np.uint16
 
     def quantize(self, codes):
-        """Map codes to integer levels ``0 .. 2**n_bits - 1`` (clipping out-of-range values).
+        """Map codes to integer levels ``0 .. 2**unit_bits_ - 1`` (clipping out-of-range values).
 
         Parameters
         ----------
@@ -555,7 +513,7 @@ class Codec(BaseEstimator):
         Returns
         -------
         levels : ndarray of shape (n_samples, n_units), dtype uint8 or uint16
-            Quantization bin of each value.
+            Quantization bin of each value (uint8 when no unit has more than 8 bits).
         """
         self._check_usable()
         codes = np.asarray(codes, dtype=np.float64)
@@ -563,13 +521,8 @@ class Codec(BaseEstimator):
             raise ValueError(f"expected codes of shape (n, {self.n_units_}), got {codes.shape}")
         if not np.all(np.isfinite(codes)):
             raise ValueError("codes must be finite")
-        step = self._steps()
-        # A unit constant on the training set has a zero-width range: every value maps to
-        # level 0, which dequantizes to that constant.
-        inv_step = np.divide(1.0, step, out=np.zeros_like(step), where=step > 0)
-        levels = np.floor((codes - self.code_min_) * inv_step)
-        np.clip(levels, 0, (1 << self.n_bits) - 1, out=levels)
-        return levels.astype(_LEVEL_DTYPE[8 if self.n_bits <= 8 else 16])
+        levels = _rate.quantize(codes, self.code_min_, self.code_max_, self.unit_bits_)
+        return levels.astype(self._level_dtype())
 
     def dequantize(self, levels):
         """Map integer levels back to codes (bin centres), in the model's code dtype.
@@ -588,53 +541,76 @@ class Codec(BaseEstimator):
         levels = np.asarray(levels)
         if levels.ndim != 2 or levels.shape[1] != self.n_units_:
             raise ValueError(f"expected levels of shape (n, {self.n_units_}), got {levels.shape}")
-        step = self._steps()
-        # Constant units (step 0) decode to their value, not to a bin centre.
-        centres = self.code_min_ + (levels + 0.5) * step
-        centres = np.where(step > 0, centres, self.code_min_)
-        return centres.astype(self.code_dtype_)
+        codes = _rate.dequantize(levels, self.code_min_, self.code_max_, self.unit_bits_)
+        return codes.astype(self.code_dtype_)
 
     @property
     def fingerprint(self):
-        """Hex sha256 of the codec's settings, ranges and model (parameters and state).
+        """Hex sha256 of the codec's settings, quantizer, tables and model.
 
-        Archives store its first 16 bytes; decoding checks them, so an archive is never
-        decoded with another model or other ranges.
+        The model's parameters and fitted state are covered too. Archives store its first 16 bytes; decoding checks them, so an archive is never
+        decoded with another model, other ranges or other tables.
         """
         from ._persist import fingerprint
 
         check_is_fitted(self)
         return fingerprint(self).hex()
 
+    def _legacy_fingerprint(self):
+        """The fingerprint a format-1 codec with these settings had, or None when this
+        codec cannot decode format-1 archives (it quantizes differently)."""
+        from ._persist import fingerprint
+
+        if self.allocation != "uniform" or self.model_ is not None:
+            return None
+        legacy = copy.copy(self)
+        for name in list(vars(legacy)):
+            if name.endswith("_") and not name.startswith("_") and name not in _V1_ATTRIBUTES:
+                delattr(legacy, name)
+        return fingerprint(legacy).hex()
+
     # -- bytes -------------------------------------------------------------------------
 
-    def _pack(self, levels):
-        """Unit-major bit packing: all samples' unit 0, then unit 1, ..., MSB first.
+    def _rans_tables(self):
+        """The kernels' view of the tables: levels, offsets, frequencies, cumulative."""
+        bits = self.unit_bits_
+        offsets, _ = _rate.table_offsets(bits)
+        freq = np.ascontiguousarray(self.frequencies_)
+        return np.left_shift(1, bits), offsets, freq, _rate.cumulative(freq, bits)
 
-        Grouping a unit's values lets deflate see each unit's own value distribution;
-        measured on MNIST codes this beats sample-major order and bit-plane orders.
-        """
-        n_bits = self.n_bits
-        width = 8 if n_bits <= 8 else 16
-        values = np.ascontiguousarray(levels.T).astype(_WORD[width], copy=False)
-        if n_bits == width:
-            return values.tobytes()
-        bits = np.unpackbits(values.view(np.uint8).reshape(-1, width // 8), axis=1)
-        return np.packbits(bits[:, width - n_bits :], axis=None).tobytes()
+    def _coders(self):
+        if self.coder != "auto":
+            return [self.coder]
+        return (["rans"] if self.frequencies_ is not None else []) + ["zlib"]
 
-    def _unpack(self, raw, count):
-        """Inverse of :meth:`_pack`; ``raw`` has exactly the packed length."""
-        n_bits, n_units = self.n_bits, self.n_units_
-        width = 8 if n_bits <= 8 else 16
-        buf = np.frombuffer(raw, dtype=np.uint8)
-        if n_bits == width:
-            values = buf.view(_WORD[width])
-        else:
-            bits = np.unpackbits(buf, count=n_units * count * n_bits).reshape(-1, n_bits)
-            # packbits left-aligns each row's bits in a byte (or big-endian word).
-            values = np.packbits(bits, axis=1).view(_WORD[width]).reshape(-1)
-            values = values >> (width - n_bits)
-        return values.reshape(n_units, count).T.astype(_LEVEL_DTYPE[width])
+    def _encode_levels(self, levels):
+        """``(coder, payload)``: the levels coded by each candidate coder, the smallest."""
+        best = None
+        for coder in self._coders():
+            if coder == "rans":
+                from ._kernels._rans import rans_encode
+
+                n_coded = int(np.count_nonzero(self.unit_bits_))
+                out = np.empty(2 * levels.shape[0] * n_coded + 16, np.uint8)
+                start = rans_encode(np.ascontiguousarray(levels, np.uint16), *self._rans_tables(),
+                                    out)
+                if start < 0:
+                    raise ValueError("levels outside the codec's tables")
+                payload = out[start:].tobytes()
+            else:
+                payload = _archive.encode_bytes(_archive.pack(levels, self.unit_bits_), coder)
+            if best is None or len(payload) < len(best[1]):
+                best = (coder, payload)
+        return best
+
+    def _levels(self, X):
+        """Quantized levels of all samples of ``X`` (already checked by _flatten)."""
+        n = X.shape[0]
+        levels = np.empty((n, self.n_units_), self._level_dtype())
+        for r0 in range(0, n, _CHUNK_ROWS):
+            r1 = min(n, r0 + _CHUNK_ROWS)
+            levels[r0:r1] = self.quantize(self._transform(_flat_rows(X, r0, r1)))
+        return levels
 
     def compress(self, X):
         """Compress samples to an archive.
@@ -659,20 +635,10 @@ class Codec(BaseEstimator):
         n = X.shape[0]
         if n >= 1 << 32:
             raise ValueError("at most 2**32 - 1 samples fit in one archive")
-        levels = np.empty((n, self.n_units_), _LEVEL_DTYPE[8 if self.n_bits <= 8 else 16])
-        for r0 in range(0, n, _CHUNK_ROWS):
-            r1 = min(n, r0 + _CHUNK_ROWS)
-            levels[r0:r1] = self.quantize(self._transform(_flat_rows(X, r0, r1)))
-        payload = _encode_payload(self._pack(levels), self.coder)
-        header = _FIXED.pack(MAGIC, FORMAT_VERSION, CODERS[self.coder], self.n_bits, len(shape))
-        header += struct.pack(f"<{len(shape)}I", *shape)
-        fingerprint = bytes.fromhex(self.fingerprint)[:_FINGERPRINT_BYTES]
-        header += _TAIL.pack(self.n_units_, n, fingerprint)
-        out = io.BytesIO()
-        out.write(header)
-        out.write(payload)
-        out.write(_CRC.pack(zlib.crc32(payload, zlib.crc32(header))))
-        return out.getvalue()
+        coder, payload = self._encode_levels(self._levels(X))
+        bits = self.unit_bits_
+        return _archive.write(coder, int(bits.max()), shape, self.n_units_, n, int(bits.sum()),
+                              bytes.fromhex(self.fingerprint), payload)
 
     def decode_codes(self, data):
         """Decode an archive to its dequantized codes, without ``inverse_transform``.
@@ -680,7 +646,8 @@ class Codec(BaseEstimator):
         Parameters
         ----------
         data : bytes
-            An archive made by :meth:`compress` with this codec.
+            An archive made by :meth:`compress` with this codec (or, for a codec loaded
+            from a format-1 model file, by skdae 0.1's codec).
 
         Returns
         -------
@@ -694,28 +661,72 @@ class Codec(BaseEstimator):
         CorruptArchiveError
             If ``data`` is not an intact archive.
         ModelMismatchError
-            If the archive was made by a codec with another model, ranges or settings.
+            If the archive was made by a codec with another model, ranges, tables or
+            settings.
         """
         self._check_usable()
-        info, payload = _parse(data)
-        expected = self.fingerprint[: 2 * _FINGERPRINT_BYTES]
-        if info.fingerprint != expected:
+        info, payload = _archive.parse(data)
+        self._check_archive_matches(info)
+        bits = self.unit_bits_
+        if info.coder == "rans":
+            levels = self._decode_rans(payload, info)
+        else:
+            raw = _archive.decode_bytes(payload, info.coder, info.raw_code_bytes)
+            levels = _archive.unpack(raw, info.count, bits)
+        return self.dequantize(levels), info
+
+    def _check_archive_matches(self, info):
+        n = 2 * _archive.FINGERPRINT_BYTES
+        if info.version == 1:
+            expected = self._legacy_fingerprint()
+            if expected is None:
+                raise ModelMismatchError(
+                    "a version-1 archive (skdae 0.1) decodes only with the codec that made it, "
+                    "loaded from its model file; this codec's allocation or fine-tuning is newer"
+                )
+        else:
+            expected = self.fingerprint
+        if info.fingerprint != expected[:n]:
             raise ModelMismatchError(
                 f"the archive was made with another model or codec (fingerprint "
-                f"{info.fingerprint}, this codec's is {expected})"
+                f"{info.fingerprint}, this codec's is {expected[:n]})"
             )
-        if info.n_bits != self.n_bits or info.n_units != self.n_units_:
+        bits = self.unit_bits_
+        if info.n_units != self.n_units_ or info.sample_bits != int(bits.sum()) or (
+            info.n_bits != int(bits.max())
+        ):
             raise ModelMismatchError(
-                f"the archive holds {info.n_units} units of {info.n_bits} bits; the codec "
-                f"uses {self.n_units_} of {self.n_bits}"
+                f"the archive holds {info.n_units} units of {info.sample_bits} bits in all; "
+                f"the codec uses {self.n_units_} of {int(bits.sum())}"
             )
         if int(np.prod(info.shape, dtype=np.int64)) != self.n_features_in_:
             raise ModelMismatchError(
                 f"the archive's samples have shape {info.shape}; the model takes "
                 f"{self.n_features_in_} values"
             )
-        raw = _decode_payload(payload, info.coder, info.raw_code_bytes)
-        return self.dequantize(self._unpack(raw, info.count)), info
+        if info.coder == "rans" and self.frequencies_ is None:
+            raise CorruptArchiveError("a rans archive for a codec without frequency tables")
+
+    def _decode_rans(self, payload, info):
+        from ._kernels._rans import DECODE_OK, DECODE_TRUNCATED, rans_decode
+
+        n_levels, offsets, freq, cum = self._rans_tables()
+        # No sample costs fewer bits than its units' likeliest levels: a header declaring
+        # more samples than the bytes can hold is refused before anything is allocated.
+        max_f = np.maximum.reduceat(freq, offsets).astype(np.float64)
+        min_bits = float(np.sum(_rate.PROB_BITS - np.log2(max_f)))
+        if info.count * min_bits > 8 * len(payload) + 64:
+            raise CorruptArchiveError(
+                f"archive declares {info.count} samples, more than its {len(payload)} bytes "
+                "of rans data can hold"
+            )
+        levels = np.empty((info.count, self.n_units_), np.uint16)
+        status = rans_decode(np.frombuffer(payload, np.uint8), n_levels, offsets, freq, cum,
+                             levels)
+        if status != DECODE_OK:
+            what = "ends early" if status == DECODE_TRUNCATED else "does not end where it must"
+            raise CorruptArchiveError(f"corrupt rans data: the stream {what}")
+        return levels
 
     def decompress(self, data):
         """Decompress an archive made by :meth:`compress` with this codec.
@@ -739,7 +750,7 @@ class Codec(BaseEstimator):
             If the archive was made by a codec with another model, ranges or settings.
         """
         codes, info = self.decode_codes(data)
-        X = np.asarray(self.model.inverse_transform(codes))
+        X = np.asarray(self._model().inverse_transform(codes))
         return X.reshape((info.count, *info.shape))
 
     def bits_per_pixel(self, data):
@@ -756,3 +767,26 @@ class Codec(BaseEstimator):
             Archive size in bits, header included, over the number of pixels it holds.
         """
         return archive_info(data).bits_per_pixel
+
+    def payload_bytes(self, X):
+        """Coded size of each sample compressed alone, without the archive's header.
+
+        ``len(compress(X[i:i + 1])) - header`` for every ``i``, computed without building
+        the archives: the rate a per-image format would have, next to the anchors' file
+        sizes less their container.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Samples, as for :meth:`compress`.
+
+        Returns
+        -------
+        sizes : ndarray of shape (n_samples,)
+            Payload bytes of each sample's own archive (int64).
+        """
+        self._check_usable()
+        X, _ = self._flatten(X)
+        levels = self._levels(X)
+        return np.array([len(self._encode_levels(levels[i : i + 1])[1])
+                         for i in range(levels.shape[0])], np.int64)

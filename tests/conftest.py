@@ -123,8 +123,11 @@ def small_models(digits, real_data):
             ),
             "pipeline-autoencoder-real": make_pipeline(MinMaxScaler(), autoencoder()).fit(X_real),
             "codec-autoencoder": Codec(ae, n_bits=6).fit(X),
+            # A fine-tuned copy (model_) and rANS tables (frequencies_) in the file.
+            "codec-autoencoder-qat": Codec(ae, n_bits=2, coder="rans", fine_tune_epochs=1).fit(X),
             "codec-pca": Codec(PCA(6, whiten=True, random_state=0).fit(X), n_bits=5).fit(X),
-            "codec-pipeline-real": Codec(scalers.fit(X_real), n_bits=8, coder="lzma").fit(X_real),
+            "codec-pipeline-real": Codec(scalers.fit(X_real), n_bits=8, allocation="uniform",
+                                         coder="lzma").fit(X_real),
         }
 
 

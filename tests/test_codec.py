@@ -13,6 +13,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
+from skdae import _rate
+from skdae._kernels._rans import PROB_BITS, rans_decode, rans_encode
 from skdae.codec import (
     MAGIC,
     Codec,
@@ -69,7 +71,7 @@ def _psnr(X, Y):
 
 @pytest.mark.parametrize("n_bits", range(1, 17))
 def test_round_trip_every_n_bits(pca, X, n_bits):
-    codec = Codec(pca, n_bits=n_bits).fit(X)
+    codec = Codec(pca, n_bits=n_bits, allocation="uniform").fit(X)
     data = codec.compress(X[:50])
     out = codec.decompress(data)
     assert out.shape == (50, 8, 8)
@@ -81,13 +83,13 @@ def test_round_trip_every_n_bits(pca, X, n_bits):
     assert codec.bits_per_pixel(data) == info.bits_per_pixel
 
 
-@pytest.mark.parametrize("coder", ["zlib", "lzma", "none"])
+@pytest.mark.parametrize("coder", ["zlib", "lzma", "none", "rans", "auto"])
 def test_every_coder(pca, X, coder):
-    codec = Codec(pca, n_bits=5, coder=coder).fit(X)
+    codec = Codec(pca, n_bits=5, allocation="uniform", coder=coder).fit(X)
     data = codec.compress(X)
     np.testing.assert_array_equal(codec.decompress(data), _expected(codec, X))
     info = archive_info(data)
-    assert info.coder == coder
+    assert info.coder == coder or (coder == "auto" and info.coder in ("rans", "zlib"))
     if coder == "none":
         assert info.payload_bytes == info.raw_code_bytes
 
@@ -97,7 +99,7 @@ def test_pca_and_autoencoder_through_the_same_codec(pca, autoencoder, X):
     cost the bit-packed codes plus the header, and lose almost nothing to quantization."""
     mean_psnr = _psnr(X, np.broadcast_to(X.mean(0), X.shape))  # 16.7 dB
     for name, model in {"pca": pca, "autoencoder": autoencoder}.items():
-        codec = Codec(model, n_bits=6).fit(X)
+        codec = Codec(model, n_bits=6, allocation="uniform", coder="zlib").fit(X)
         data = codec.compress(X)
         out = codec.decompress(data)
         np.testing.assert_array_equal(out, _expected(codec, X))
@@ -133,7 +135,7 @@ def test_pipeline_and_flat_samples(X):
 def test_quantization_error_is_at_most_half_a_step(pca, X):
     codes = pca.transform(X.reshape(len(X), -1))
     for n_bits in (1, 3, 8, 16):
-        codec = Codec(pca, n_bits=n_bits).fit(X)
+        codec = Codec(pca, n_bits=n_bits, allocation="uniform").fit(X)
         levels = codec.quantize(codes)
         assert levels.max() < 2**n_bits
         step = (codec.code_max_ - codec.code_min_) / 2**n_bits
@@ -149,7 +151,7 @@ def test_quantization_error_follows_the_uniform_noise_model(pca, X):
     pca_error = np.mean((pca.inverse_transform(pca.transform(flat)) - flat) ** 2)
     sizes = []
     for n_bits in (1, 2, 4, 8, 12):
-        codec = Codec(pca, n_bits=n_bits).fit(X)
+        codec = Codec(pca, n_bits=n_bits, allocation="uniform").fit(X)
         data = codec.compress(X)
         sizes.append(len(data))
         error = np.mean((codec.decompress(data) - X) ** 2)
@@ -180,7 +182,7 @@ def test_out_of_range_codes_are_clipped_and_constant_units_survive(X):
 
     rng = np.random.default_rng(0)
     train = rng.random((50, 2))
-    codec = Codec(Fixed(), n_bits=4)
+    codec = Codec(Fixed(), n_bits=4, allocation="uniform")
     codec.fit(train)
     wide = np.c_[np.linspace(-5, 5, 11), np.zeros(11)]
     levels = codec.quantize(Fixed().transform(wide))
@@ -189,7 +191,7 @@ def test_out_of_range_codes_are_clipped_and_constant_units_survive(X):
 
 
 def test_archives_are_small_and_headers_compact(pca, X):
-    codec = Codec(pca, n_bits=4).fit(X)
+    codec = Codec(pca, n_bits=4, allocation="uniform", coder="zlib").fit(X)
     one = codec.compress(X[:1])
     info = archive_info(one)
     assert info.header_bytes <= 64
@@ -218,7 +220,7 @@ def test_large_archives_round_trip_exactly():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((10_000, 784)).astype(np.float32)
     for n_bits in (5, 12):
-        codec = Codec(Passthrough(), n_bits=n_bits).fit(X[:1000])
+        codec = Codec(Passthrough(), n_bits=n_bits, allocation="uniform").fit(X[:1000])
         data = codec.compress(X)
         assert archive_info(data).count == 10_000
         np.testing.assert_array_equal(codec.decompress(data), _expected(codec, X))
@@ -229,7 +231,9 @@ def test_sklearn_conventions(pca, X):
     assert clone(codec).get_params()["n_bits"] == 3
     with pytest.raises(NotFittedError):
         codec.compress(X)
-    for bad in ({"n_bits": 0}, {"n_bits": 17}, {"coder": "zip"}):
+    for bad in ({"n_bits": 0}, {"n_bits": 17}, {"n_bits": 13}, {"coder": "zip"},
+                {"n_bits": 2.5, "allocation": "uniform"}, {"n_bits": True},
+                {"allocation": "best"}, {"fine_tune_epochs": -1}, {"fine_tune_epochs": 1}):
         with pytest.raises(ValueError):
             Codec(pca, **bad).fit(X)
     with pytest.raises(ValueError):
@@ -260,9 +264,11 @@ def test_damaged_fitted_state_is_refused(pca, X):
 # ----------------------------------------------------------------- bad archives
 
 
-@pytest.fixture(scope="module")
-def codec(pca, X):
-    return Codec(pca, n_bits=5).fit(X)
+@pytest.fixture(scope="module", params=["uniform-zlib", "rate_distortion-rans"])
+def codec(pca, X, request):
+    if request.param == "uniform-zlib":
+        return Codec(pca, n_bits=5, allocation="uniform", coder="zlib").fit(X)
+    return Codec(pca, n_bits=3, coder="rans").fit(X)
 
 
 @pytest.fixture(scope="module")
@@ -276,15 +282,19 @@ def _reseal(blob):
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _like(codec, **changes):
+    """An unfitted codec with ``codec``'s parameters (and fitted model), some changed."""
+    return Codec(**{**codec.get_params(deep=False), **changes})
+
+
 def test_model_mismatch(codec, archive, pca, X):
+    other = PCA(6, random_state=1).fit(X[:100].reshape(100, -1))
     with pytest.raises(ModelMismatchError, match="another model"):
-        Codec(PCA(6, random_state=1).fit(X[:100].reshape(100, -1)), n_bits=5).fit(X).decompress(
-            archive
-        )
+        _like(codec, model=other).fit(X).decompress(archive)
     with pytest.raises(ModelMismatchError):
-        Codec(pca, n_bits=6).fit(X).decompress(archive)
+        _like(codec, n_bits=2).fit(X).decompress(archive)
     with pytest.raises(ModelMismatchError):
-        Codec(pca, n_bits=5).fit(X[:50]).decompress(archive)  # other ranges
+        _like(codec).fit(X[:50]).decompress(archive)  # other ranges
 
 
 def test_foreign_and_truncated(codec, archive):
@@ -298,7 +308,7 @@ def test_foreign_and_truncated(codec, archive):
 
 
 def test_huge_declared_count_is_refused_before_allocating(codec, archive):
-    # count is the u32 after magic, 4 format bytes, 2 dims and n_units
+    # count is the u32 after magic, 4 format bytes, 2 dims and n_units (both versions)
     offset = 8 + 4 + 8 + 4
     forged = bytearray(archive)
     forged[offset : offset + 4] = struct.pack("<I", 2**32 - 1)
@@ -333,20 +343,28 @@ def test_mutated_archives_fail_cleanly(codec, archive, data):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    coder=st.integers(0, 3),
-    n_bits=st.sampled_from([5, 5, 5, 1, 16, 0, 40]),
+    version=st.sampled_from([1, 2, 2]),
+    coder=st.integers(0, 4),
+    n_bits=st.sampled_from([5, 5, 5, 3, 1, 16, 0, 40]),
     shape=st.lists(st.integers(0, 70000), min_size=0, max_size=5),
     n_units=st.sampled_from([6, 6, 0, 7, 2**32 - 1]),
-    count=st.integers(0, 2**32 - 1),
+    count=st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1)),
+    sample_bits=st.sampled_from([None, None, 0, 30, 2**32 - 1]),
     payload=st.binary(max_size=64),
 )
 def test_forged_headers_with_valid_checksums_fail_cleanly(
-    codec, coder, n_bits, shape, n_units, count, payload
+    codec, version, coder, n_bits, shape, n_units, count, sample_bits, payload
 ):
-    # A forged archive with this codec's fingerprint, so decoding gets past the header.
-    fingerprint = bytes.fromhex(codec.fingerprint)[:16]
-    body = MAGIC + struct.pack("<BBBB", 1, coder, n_bits, len(shape))
+    # A forged archive with this codec's fingerprint, so decoding gets past the header
+    # (a version-1 header gets the format-1 fingerprint, which a uniform codec has).
+    fingerprint = codec._legacy_fingerprint() if version == 1 else codec.fingerprint
+    fingerprint = bytes.fromhex(fingerprint or codec.fingerprint)[:16]
+    if sample_bits is None:
+        sample_bits = int(codec.unit_bits_.sum())
+    body = MAGIC + struct.pack("<BBBB", version, coder, n_bits, len(shape))
     body += struct.pack(f"<{len(shape)}I", *shape) + struct.pack("<II", n_units, count)
+    if version == 2:
+        body += struct.pack("<I", sample_bits)
     body += fingerprint + payload
     blob = body + struct.pack("<I", zlib.crc32(body))
     try:
@@ -354,3 +372,171 @@ def test_forged_headers_with_valid_checksums_fail_cleanly(
     except ARCHIVE_ERRORS:
         return
     assert out.shape == (count, *shape)
+
+
+# ----------------------------------------------------------------- rate model
+
+
+def _rans_round_trip(levels, unit_bits, freq):
+    n_levels = np.left_shift(1, unit_bits)
+    offsets, _ = _rate.table_offsets(unit_bits)
+    cum = _rate.cumulative(freq, unit_bits)
+    out = np.empty(2 * levels.size + 16, np.uint8)
+    start = rans_encode(levels, n_levels, offsets, freq, cum, out)
+    assert start >= 0
+    decoded = np.full_like(levels, 9999)
+    assert rans_decode(out[start:].copy(), n_levels, offsets, freq, cum, decoded) == 0
+    return out.size - start, decoded
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    unit_bits=st.lists(st.integers(0, 12), min_size=1, max_size=6),
+    count=st.integers(1, 300),
+    skew=st.floats(0.0, 4.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_rans_round_trips_exactly_near_its_model_s_ideal_length(unit_bits, count, skew, seed):
+    """Any tables, any levels (likely or not under the tables): decoding gives back the
+    levels, and the stream is within 1 % + 8 bytes (flush and byte rounding) of the
+    ideal length under the same integer tables."""
+    rng = np.random.default_rng(seed)
+    unit_bits = np.array(unit_bits, np.int64)
+    if unit_bits.sum() == 0:
+        unit_bits[0] = 1
+    # Geometric-ish level distributions, sharper with larger skew.
+    levels = np.stack(
+        [np.minimum(rng.geometric(1 / (1 + 2.0 ** (b - skew)), count) - 1, (1 << b) - 1)
+         for b in unit_bits], axis=1).astype(np.uint16)
+    train = np.stack([rng.permutation(levels[:, j]) for j in range(len(unit_bits))], axis=1)
+    freq = _rate.frequency_tables(_rate.level_counts(train[: count // 2], unit_bits), unit_bits)
+    assert _rate.check_tables(freq, unit_bits) is None
+    size, decoded = _rans_round_trip(levels, unit_bits, freq)
+    np.testing.assert_array_equal(decoded, levels)
+    ideal = _rate.ideal_bits(levels, freq, unit_bits) / 8
+    assert size <= 1.01 * ideal + 8, (size, ideal)
+
+
+@pytest.mark.parametrize("n_bits", range(1, 13))
+def test_rans_codec_round_trips_every_bit_depth(pca, X, n_bits):
+    codec = Codec(pca, n_bits=n_bits, allocation="uniform", coder="rans").fit(X[:100])
+    data = codec.compress(X)  # half of the samples unseen by the tables
+    np.testing.assert_array_equal(codec.decompress(data), _expected(codec, X))
+    info = archive_info(data)
+    assert info.coder == "rans" and info.version == 2 and info.n_bits == n_bits
+    levels = codec.quantize(pca.transform(X.reshape(len(X), -1)))
+    ideal = _rate.ideal_bits(levels, codec.frequencies_, codec.unit_bits_) / 8
+    assert info.payload_bytes <= 1.01 * ideal + 8, (info.payload_bytes, ideal)
+
+
+def test_tables_are_integers_summing_to_the_precision(pca, X):
+    codec = Codec(pca, n_bits=4, allocation="uniform", coder="rans").fit(X)
+    assert codec.frequencies_.dtype == np.uint32
+    sums = np.add.reduceat(codec.frequencies_.astype(np.int64), 16 * np.arange(6))
+    assert (sums == 1 << PROB_BITS).all() and codec.frequencies_.min() >= 1
+    # Above 12 bits there are no tables: auto falls back to deflate, rans is refused.
+    wide = Codec(pca, n_bits=14, allocation="uniform").fit(X)
+    assert wide.frequencies_ is None and archive_info(wide.compress(X)).coder == "zlib"
+    with pytest.raises(ValueError, match="at most 12 bits"):
+        Codec(pca, n_bits=14, allocation="uniform", coder="rans").fit(X)
+
+
+def test_auto_keeps_the_smaller_coder(pca, X):
+    for n_bits in (2, 6):
+        sizes = {c: len(Codec(pca, n_bits=n_bits, allocation="uniform", coder=c).fit(X)
+                        .compress(X)) for c in ("rans", "zlib", "auto")}
+        assert sizes["auto"] == min(sizes["rans"], sizes["zlib"]), sizes
+    # Codes of samples the tables have seen are what rANS is for: it beats deflate.
+    assert sizes["rans"] < sizes["zlib"], sizes
+
+
+def test_allocation_gives_bits_to_high_variance_units_like_water_filling():
+    """Units scaled by 1, 4, 16, 64 (an orthonormal model, all decoder gains 1): each
+    factor of 4 in spread is worth 2 bits (6 dB per bit), and a unit far below the
+    distortion level gets no bits at all (reverse water-filling)."""
+    rng = np.random.default_rng(0)
+    scales = np.array([1e-4, 1.0, 4.0, 16.0, 64.0])
+
+    class Scaled:
+        def transform(self, X):
+            return np.asarray(X)[:, :5] * scales
+
+        def inverse_transform(self, codes):
+            return np.pad(codes / scales * scales, ((0, 0), (0, 3)))
+
+        def get_params(self, deep=True):
+            return {}
+
+    X = rng.standard_normal((4000, 8))
+    codec = Codec(Scaled(), n_bits=4, coder="rans").fit(X)
+    bits = codec.unit_bits_
+    assert bits[0] == 0
+    np.testing.assert_allclose(np.diff(bits[1:]), 2, atol=1)
+    assert bits[4] - bits[1] in (5, 6, 7), bits
+    # The coded rate lands near the budget of 4 bits per unit on training data.
+    rate = 8 * archive_info(codec.compress(X)).payload_bytes / len(X)
+    assert 0.8 * 4 * 5 <= rate <= 1.1 * 4 * 5, rate
+
+
+def test_rate_distortion_allocation_beats_uniform_at_equal_rate(X):
+    """The allocation is a better transform coder than uniform bits: on PCA codes of
+    unequal variance, for each uniform depth a budget at no more bytes gives lower error."""
+    flat = X.reshape(len(X), -1)
+    pca = PCA(12, random_state=0).fit(flat)
+    for n_bits in (2, 4):
+        uniform = Codec(pca, n_bits=n_bits, allocation="uniform", coder="rans").fit(X)
+        data = uniform.compress(X)
+        target = archive_info(data).payload_bytes
+        error_uniform = np.mean((uniform.decompress(data) - X) ** 2)
+        # The largest budget (on a grid) whose archive is no larger.
+        best = None
+        for budget in np.linspace(0.25, n_bits, 16):
+            rd = Codec(pca, n_bits=float(budget), coder="rans").fit(X)
+            out = rd.compress(X)
+            if archive_info(out).payload_bytes <= target:
+                best = np.mean((rd.decompress(out) - X) ** 2)
+        assert best is not None and best < 0.8 * error_uniform, (n_bits, best, error_uniform)
+
+
+def test_format_1_archives_name_their_version_when_they_cannot_decode(codec, pca, X):
+    legacy = Codec(pca, n_bits=5, allocation="uniform", coder="zlib").fit(X)
+    v2 = legacy.compress(X[:4])
+    # Rewritten as version 1 (the same payload under the format-1 header and fingerprint):
+    # a uniform codec decodes it, a rate-distortion one says why it cannot.
+    body = bytearray(v2[:-4])
+    body[8] = 1
+    head = 8 + 4 + 8 + 8
+    body = body[:head] + bytes.fromhex(legacy._legacy_fingerprint())[:16] + body[head + 20:]
+    v1 = _reseal(body + b"0000")
+    assert archive_info(v1).version == 1
+    np.testing.assert_array_equal(legacy.decompress(v1), legacy.decompress(v2))
+    with pytest.raises(ModelMismatchError, match="version-1"):
+        Codec(pca, n_bits=5).fit(X).decompress(v1)
+
+
+# ------------------------------------------------- quantization-aware fine-tuning
+
+
+@pytest.mark.parametrize("method", ["noise", "straight_through"])
+def test_quantization_aware_fine_tuning_lowers_the_quantized_error(autoencoder, X, method):
+    """At 2 bits a code unit, a copy fine-tuned through the quantizer reconstructs held-out
+    samples better than the same network quantized after training, and the model given
+    to the codec is left exactly as it was."""
+    held_out = _images(200, seed=1)
+    params = autoencoder._params.copy()
+    plain = Codec(autoencoder, n_bits=2, allocation="uniform").fit(X)
+    tuned = Codec(autoencoder, n_bits=2, allocation="uniform", fine_tune_epochs=60,
+                  fine_tune_method=method).fit(X)
+    np.testing.assert_array_equal(autoencoder._params, params)
+    assert plain.model_ is None and tuned.model_ is not autoencoder
+    errors = {}
+    for name, codec in (("plain", plain), ("tuned", tuned)):
+        out = codec.decompress(codec.compress(held_out))
+        errors[name] = np.mean((out - held_out) ** 2)
+    # Measured: 0.00451 -> 0.00371 (noise), 0.00356 (straight-through).
+    assert errors["tuned"] < 0.9 * errors["plain"], errors
+    # The archive decodes through the fine-tuned copy, exactly as documented.
+    codes = tuned.model_.transform(held_out.reshape(len(held_out), -1))
+    expected = tuned.model_.inverse_transform(tuned.dequantize(tuned.quantize(codes)))
+    np.testing.assert_array_equal(tuned.decompress(tuned.compress(held_out)),
+                                  expected.reshape(held_out.shape))

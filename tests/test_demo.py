@@ -19,10 +19,20 @@ CODE = 16
 def _table(text):
     """``{model: (code, error, psnr)}`` from the markdown table the demo prints."""
     rows = {}
-    for line in text.splitlines():
+    for line in text.split("the bytes:")[0].splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if line.startswith("| ") and cells[0] != "model":
             rows[cells[0]] = (int(cells[1]), float(cells[2]), float(cells[3]))
+    return rows
+
+
+def _bytes_table(text):
+    """``{model: (bits per pixel, psnr, bytes per image)}`` from the bytes view."""
+    rows = {}
+    for line in text.split("the bytes:")[1].splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] != "model":
+            rows[cells[0]] = tuple(float(cell) for cell in cells[1:4])
     return rows
 
 
@@ -57,6 +67,13 @@ def test_demo_digits_end_to_end(tmp_path, capsys, pil_image):
     # The demo's claim (0.47 against 0.78 at these defaults): the autoencoder wins clearly.
     assert rows["autoencoder"][1] < 0.8 * pca_error
     assert rows["autoencoder, binarised output"][1] > rows["autoencoder"][1]
+
+    # The bytes view: both models through the same codec near a quarter bit per pixel.
+    coded = _bytes_table(text)
+    assert list(coded) == ["autoencoder", f"PCA-{CODE}"]
+    for bpp, db, per_image in coded.values():
+        assert 0.1 < bpp < 0.6 and db > 10
+        assert per_image == pytest.approx(bpp * 64 / 8, abs=0.06)  # printed rounded
 
     with pil_image.open(picture) as image:
         grid = np.asarray(image)

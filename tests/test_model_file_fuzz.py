@@ -60,6 +60,7 @@ KINDS = [
     "autoencoder-sgd-real-partial_fit",
     "pipeline-autoencoder-real",
     "codec-autoencoder",
+    "codec-autoencoder-qat",
     "codec-pca",
     "codec-pipeline-real",
 ]

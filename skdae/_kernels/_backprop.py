@@ -215,13 +215,17 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
 @njit(inline="always")
 def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
                delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum, beta1,
-               beta2, epsilon):
+               beta2, epsilon, code_layer=-1, q_lo=None, q_step=None, q_levels=None, q_noise=None):
     """Forward, backward and (unless ``solver`` is -1) one optimiser step on one batch.
 
     ``Xb`` (b, n_features) is both the input and the target. ``acts`` is a flat buffer
     holding every layer's activations (layer ``l`` at ``act_off[l]``, ``b * n_out`` values);
     ``delta_a`` / ``delta_b`` are flat scratch of at least ``b * max width``. ``step`` is the
     1-based index of this update (Adam's bias correction). ``grads`` receives the gradient.
+
+    With ``q_lo`` given, the activations of layer ``code_layer`` go through
+    :func:`quantize_code_layer` before the decoder sees them (quantization-aware
+    fine-tuning); the backward pass treats that step as the identity (straight through).
 
     Returns the summed (not averaged) loss of the batch, without the L2 term.
     """
@@ -245,6 +249,9 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
         dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest)
+        if q_lo is not None:
+            if layer == code_layer:
+                quantize_code_layer(dest, q_lo, q_step, q_levels, q_noise)
         inp = dest
 
     last = n_layers - 1
@@ -396,4 +403,70 @@ def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, p
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
                             learning_rate, momentum, beta1, beta2, epsilon)
+    return total, step
+
+
+@njit
+def quantize_code_layer(codes, lo, step, n_levels, noise):
+    """The codec's quantizer on a batch of codes, in place, as fine-tuning sees it.
+
+    Unit ``j`` has ``n_levels[j]`` bins of width ``step[j]`` from ``lo[j]``. With an empty
+    ``noise`` (0 rows), each value is rounded to its bin centre (clipped to the range), as
+    the codec decodes it: straight-through rounding. Otherwise the value is clipped to the
+    range and ``noise[i, j] * step[j]`` is added, ``noise`` uniform on [-0.5, 0.5): the
+    additive-noise stand-in for rounding. A unit with one bin (or none wide) is its centre.
+    """
+    b, n_units = codes.shape
+    half = codes.dtype.type(0.5)
+    use_noise = noise.shape[0] > 0
+    for i in range(b):
+        for j in range(n_units):
+            s = step[j]
+            m = n_levels[j]
+            if s <= 0 or m <= 1:
+                codes[i, j] = lo[j] + half * s
+                continue
+            y = codes[i, j]
+            top = lo[j] + m * s
+            if y < lo[j]:
+                y = lo[j]
+            elif y > top:
+                y = top
+            if use_noise:
+                codes[i, j] = y + noise[i, j] * s
+            else:
+                k = np.floor((y - lo[j]) / s)
+                if k > m - 1:
+                    k = m - 1
+                codes[i, j] = lo[j] + (k + half) * s
+
+
+@njit
+def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, solver, learning_rate,
+                             momentum, beta1, beta2, epsilon, alpha, batch_size, shapes, w_off,
+                             b_off, act_kind, loss_kind, Xb, acts, act_off, delta_a, delta_b,
+                             code_layer, q_lo, q_step, q_levels, q_noise):
+    """:func:`finetune_epoch` with the code layer quantized (:func:`quantize_code_layer`).
+
+    ``q_noise`` holds one row of uniform noise per row of ``order`` (in that order), or
+    no rows for straight-through rounding.
+    """
+    n_params = params.shape[0]
+    if state_a.shape[0] != n_params or (solver == SOLVER_ADAM and state_b.shape[0] != n_params):
+        raise ValueError("optimiser state does not match the parameters")
+    n = order.shape[0]
+    n_units = shapes[code_layer, 1]
+    if (q_lo.shape[0] != n_units or q_step.shape[0] != n_units or q_levels.shape[0] != n_units
+            or q_noise.shape[1] != n_units or (q_noise.shape[0] != 0 and q_noise.shape[0] < n)):
+        raise ValueError("quantizer arrays do not match the code layer")
+    total = 0.0
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        batch = Xb[:b]
+        gather_rows(X, order, start, batch)
+        step += 1
+        total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
+                            acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
+                            learning_rate, momentum, beta1, beta2, epsilon, code_layer, q_lo,
+                            q_step, q_levels, q_noise[start : start + b])
     return total, step
