@@ -43,7 +43,7 @@ RECIPES = {
     "hs": dict(params={}, paper={}, hs={}),
     "augmented": dict(
         params=dict(learning_rate_schedule="cosine", augmentation="RandomDeformation()"),
-        paper=dict(pretrain_epochs=5, epochs=100), hs=dict(pretrain_epochs=3, epochs=120)),
+        paper=dict(pretrain_epochs=5, epochs=100), hs=dict(pretrain_epochs=3, epochs=100)),
 }
 
 
