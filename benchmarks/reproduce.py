@@ -24,6 +24,7 @@ learning_curves.png.
 """
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -161,6 +162,7 @@ def main(argv=None):
 
     from skdae.datasets import load_mnist
 
+    load_start = list(os.getloadavg())
     command = " ".join(["python benchmarks/reproduce.py", *(argv if argv is not None else sys.argv[1:])])
     rows, curves, figures = [], {}, {}
     data_cache = {}
@@ -229,6 +231,7 @@ def main(argv=None):
                           + ("" if args.recipe == "hs" else f"_{args.recipe}") + ".json")
     suffix = out[len("reproduce"):-len(".json")] if out.startswith("reproduce") else "_" + out[:-5]
     write_json(out, {"command": command, "recipe": {"name": args.recipe, **RECIPES[args.recipe]},
+                     "load_average": {"start": load_start, "end": list(os.getloadavg())},
                      "machine": machine(), "published": PUBLISHED, "rows": rows,
                      "learning_curves": curves})
     (RESULTS / out.replace(".json", ".md")).write_text(f"Command: `{command}`\n\n{table}\n")
