@@ -50,7 +50,7 @@ from hypothesis import strategies as st  # noqa: E402
 from skdae.augment import RandomDeformation  # noqa: E402
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(1, 30), h=st.integers(1, 12), w=st.integers(1, 12),
     max_shift=st.floats(0, 4), whole_pixels=st.booleans(),
@@ -107,5 +107,7 @@ def test_deformation_refuses_rows_that_are_not_its_images():
         RandomDeformation().deform(np.zeros((2, 10)))
     with pytest.raises(ValueError, match="images of 12 pixels, but the rows have 16"):
         RandomDeformation((3, 4)).deform(np.zeros((2, 16)))
+    with pytest.raises(ValueError, match="max_shift"):
+        RandomDeformation(max_shift=np.inf).deform(np.zeros((2, 16)))
     with pytest.raises(ValueError, match="flattened images"):
         RandomDeformation((2, 2)).deform(np.zeros((2, 2, 2)))
