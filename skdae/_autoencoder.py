@@ -33,7 +33,8 @@ from ._network import (
 )
 from ._pretraining import pretrain_stack
 from ._schedule import reset_schedule, schedule_step
-from ._stream import Holdout
+from ._stream import Holdout, SparseRows
+from .augment import RandomDeformation
 
 # Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1).
 _PRETRAIN_STREAM = 0
@@ -88,7 +89,21 @@ class RBMStackAutoencoder(
     solver : {"adam", "sgd"}, default="adam"
         Fine-tuning optimiser; ``"sgd"`` uses classical momentum.
     learning_rate : float, default=1e-3
-        Fine-tuning step size.
+        Fine-tuning step size (the first epoch's, under a decaying
+        ``learning_rate_schedule``).
+    learning_rate_schedule : {"constant", "invscaling", "cosine"}, default="constant"
+        How the step size changes from one fine-tuning epoch to the next, for either
+        ``solver`` (Adam's steps are scaled by it): ``"constant"`` keeps
+        ``learning_rate`` (Hinton & Salakhutdinov's fixed rate); ``"invscaling"`` gives
+        epoch ``k`` (from 0) ``learning_rate / (k + 1) ** power_t``; ``"cosine"`` decays
+        it as ``learning_rate * (1 + cos(pi * k / max_iter)) / 2``, to about
+        ``learning_rate * (pi / max_iter) ** 2 / 4`` at the last epoch (``partial_fit``
+        beyond ``max_iter`` keeps that rate). The rate depends on the epoch count
+        ``n_iter_`` only, so ``partial_fit`` and a saved model continue the schedule.
+        The names follow scikit-learn's ``MLPRegressor(learning_rate=...)``, whose
+        ``invscaling`` counts samples rather than epochs.
+    power_t : float, default=0.5
+        Exponent of ``learning_rate_schedule="invscaling"``.
     momentum : float, default=0.9
         Momentum of ``solver="sgd"``.
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
@@ -102,7 +117,13 @@ class RBMStackAutoencoder(
         Fine-tuning loss: ``"auto"`` is cross-entropy for Bernoulli visible units and
         squared error for Gaussian ones. Cross-entropy needs Bernoulli units.
     max_iter : int, default=50
-        Fine-tuning epochs.
+        Fine-tuning epochs (and the horizon of ``learning_rate_schedule="cosine"``).
+    augmentation : skdae.augment.RandomDeformation or None, default=None
+        Deform every training image afresh in each fine-tuning epoch (random small
+        shifts, rotations, elastic distortions), so that the network generalises to
+        images it has not seen; pretraining, validation and inference see the images as
+        given. The rows must be images (see :class:`~skdae.augment.RandomDeformation`);
+        dense input only. None: no augmentation.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data, stop when its
         reconstruction error stops improving, and keep the best weights.
@@ -225,6 +246,8 @@ class RBMStackAutoencoder(
         "init_std": [Interval(Real, 0, None, closed="neither")],
         "solver": [StrOptions({"adam", "sgd"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate_schedule": [StrOptions({"constant", "invscaling", "cosine"})],
+        "power_t": [Interval(Real, 0, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
@@ -232,6 +255,7 @@ class RBMStackAutoencoder(
         "alpha": [Interval(Real, 0, None, closed="left")],
         "loss": [StrOptions({"auto", "cross_entropy", "squared_error"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "augmentation": [None, RandomDeformation],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -262,6 +286,8 @@ class RBMStackAutoencoder(
         init_std=0.1,
         solver="adam",
         learning_rate=1e-3,
+        learning_rate_schedule="constant",
+        power_t=0.5,
         momentum=0.9,
         beta_1=0.9,
         beta_2=0.999,
@@ -269,6 +295,7 @@ class RBMStackAutoencoder(
         alpha=0.0,
         loss="auto",
         max_iter=50,
+        augmentation=None,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -295,6 +322,8 @@ class RBMStackAutoencoder(
         self.init_std = init_std
         self.solver = solver
         self.learning_rate = learning_rate
+        self.learning_rate_schedule = learning_rate_schedule
+        self.power_t = power_t
         self.momentum = momentum
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -302,6 +331,7 @@ class RBMStackAutoencoder(
         self.alpha = alpha
         self.loss = loss
         self.max_iter = max_iter
+        self.augmentation = augmentation
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -317,7 +347,8 @@ class RBMStackAutoencoder(
     # format-1 models did: at that value they stay out of the fingerprint, so archives
     # written before still decode (see skdae._persist.fingerprint).
     _params_added_after_v1 = {"pretrain_momentum_switch_epoch": 5, "chunk_size": None,
-                              "samples_per_pass": None}
+                              "samples_per_pass": None, "learning_rate_schedule": "constant",
+                              "power_t": 0.5, "augmentation": None}
 
     # ------------------------------------------------------------------ fitting
 
@@ -338,6 +369,7 @@ class RBMStackAutoencoder(
             The fitted estimator.
         """
         data = self._training_rows(X, reset=True)
+        self._check_augmentation(data)
         rng = check_random_state(self.random_state)
         with stop_on_ctrl_c() as stop:
             self._initialize(data, rng, stop, validation=self.early_stopping)
@@ -390,6 +422,7 @@ class RBMStackAutoencoder(
         """
         first_call = not hasattr(self, "n_iter_")
         data = self._training_rows(X, reset=first_call)
+        self._check_augmentation(data)
         scheduled = self.samples_per_pass is not None
         with stop_on_ctrl_c() as stop:
             if first_call:
@@ -452,6 +485,28 @@ class RBMStackAutoencoder(
         self.n_iter_ = 0
         self.t_ = 0
         reset_schedule(self, pretraining=False)
+
+    def _check_augmentation(self, data):
+        """Refuse ``augmentation`` on data it cannot deform, before any training."""
+        if self.augmentation is None:
+            return
+        if isinstance(data, SparseRows):
+            raise ValueError(
+                "augmentation deforms dense images; the training data are sparse. Pass a "
+                "dense array, or augmentation=None."
+            )
+        self.augmentation.resolve_shape(data.n_features)
+
+    def _deformed(self, chunk, key):
+        """A chunk of training rows (visible units) deformed by ``augmentation``, drawing
+        from the random stream named by ``key``."""
+        rng = np.random.default_rng(np.random.SeedSequence(key))
+        if self.visible_units_ != "gaussian":
+            return self.augmentation.deform(chunk, rng)
+        # Deform in input units, where the background is 0, then standardise again.
+        raw = chunk * self.scale_ + self.mean_
+        return ((self.augmentation.deform(raw, rng) - self.mean_) / self.scale_).astype(
+            chunk.dtype, copy=False)
 
     def _resolve_loss(self):
         if self.loss == "auto":

@@ -17,12 +17,15 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._base import epoch_rng, thread_limits
 from ._kernels._codes import LOSS_KIND
-from ._optimizers import make_optimizer, new_state
+from ._optimizers import make_optimizer, new_state, scheduled_learning_rate
 from ._pretraining import chunk_order, rows_order
 from ._stream import CsrBlock
 
 # Stream name of fine-tuning epochs under the fit's seed (pretraining uses 0).
 FINETUNE_STREAM = 1
+# Sub-stream of an epoch's key for the deformations of its chunk i (``augmentation``):
+# apart from the epoch's own stream, so the shuffles are the same with or without it.
+AUGMENT_STREAM = 1
 
 _BOOKKEEPING = ("n_iter_", "t_", "best_loss_", "best_validation_score_", "_no_improvement_count")
 
@@ -135,9 +138,11 @@ class FineTuner:
         from ._kernels import _backprop as kernels
 
         est, layout = self.estimator, self.layout
-        rng = epoch_rng(*(key or (est._seed, FINETUNE_STREAM, est.n_iter_)))
+        key = key or (est._seed, FINETUNE_STREAM, est.n_iter_)
+        rng = epoch_rng(*key)
         optimizer = self.optimizer.kernel_arguments(est._optimizer_state)
-        state_a, state_b, lr, momentum, beta_1, beta_2, epsilon = optimizer
+        state_a, state_b, _, momentum, beta_1, beta_2, epsilon = optimizer
+        lr = scheduled_learning_rate(est)
         rest = (est._params, self.grads, state_a, state_b)
         # Floats, never Python ints: an int hyperparameter beyond int64 (valid to the
         # parameter constraints) would not fit the kernel's signature.
@@ -150,6 +155,8 @@ class FineTuner:
         with thread_limits(est.n_jobs), closing(data.chunks(chunk_order(rng, data))) as chunks:
             for i, chunk in chunks:
                 order = rows_order(rng, data, i, chunk)
+                if est.augmentation is not None:
+                    chunk = est._deformed(chunk, (*key, AUGMENT_STREAM, int(i)))
                 if self.code_quantizer is not None:
                     if isinstance(chunk, CsrBlock):
                         raise TypeError("quantization-aware fine-tuning needs dense data")

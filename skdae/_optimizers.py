@@ -60,3 +60,33 @@ def make_optimizer(estimator):
 def new_state(solver, n_params, dtype):
     """Zero state of ``solver`` for ``n_params`` parameters."""
     return {name: np.zeros(n_params, dtype) for name in OPTIMIZERS[solver].state_names}
+
+
+LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "cosine")
+
+
+def scheduled_learning_rate(estimator, epoch=None):
+    """The fine-tuning step size of ``epoch`` (0-based; default: the next one,
+    ``estimator.n_iter_``) under ``estimator.learning_rate_schedule``.
+
+    The rate changes once per epoch (a pass of the ``partial_fit`` schedule), and depends
+    on the epoch's number only, so ``partial_fit`` after ``fit``, or after loading a model
+    file, continues the schedule from ``n_iter_``:
+
+    - ``"constant"``: ``learning_rate``.
+    - ``"invscaling"``: ``learning_rate / (epoch + 1) ** power_t`` (scikit-learn's MLP
+      counts samples instead of epochs).
+    - ``"cosine"``: ``learning_rate * (1 + cos(pi * epoch / max_iter)) / 2``, from
+      ``learning_rate`` at the first epoch down to about ``learning_rate * (pi /
+      max_iter) ** 2 / 4`` at the last (Loshchilov & Hutter's decay without restarts);
+      epochs past ``max_iter`` (``partial_fit``) keep the last epoch's rate.
+    """
+    epoch = estimator.n_iter_ if epoch is None else epoch
+    rate = float(estimator.learning_rate)
+    schedule = estimator.learning_rate_schedule
+    if schedule == "invscaling":
+        return rate / (epoch + 1) ** float(estimator.power_t)
+    if schedule == "cosine":
+        horizon = int(estimator.max_iter)
+        return rate * 0.5 * (1.0 + np.cos(np.pi * min(epoch, horizon - 1) / horizon))
+    return rate

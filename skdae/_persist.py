@@ -65,6 +65,7 @@ ALLOWED_CLASSES = {
     "skdae.RBMStackAutoencoder": ("skdae._autoencoder", "RBMStackAutoencoder"),
     "skdae.RBM": ("skdae._rbm", "RBM"),
     "skdae.codec.Codec": ("skdae.codec", "Codec"),
+    "skdae.augment.RandomDeformation": ("skdae.augment", "RandomDeformation"),
     "sklearn.decomposition.PCA": ("sklearn.decomposition", "PCA"),
     "sklearn.preprocessing.MinMaxScaler": ("sklearn.preprocessing", "MinMaxScaler"),
     "sklearn.preprocessing.StandardScaler": ("sklearn.preprocessing", "StandardScaler"),

@@ -40,3 +40,74 @@ def test_write_augmented_rows_depend_on_their_index_only(strokes, tmp_path, kind
     np.testing.assert_array_equal(np.asarray(X[:BATCH]), first.reshape(BATCH, -1))
     tail = augment(strokes[np.arange(BATCH, n) % 20], np.random.default_rng([3, 1]))
     np.testing.assert_array_equal(np.asarray(X[BATCH:]), tail.reshape(5, -1))
+
+
+# ------------------------------------------------------- RandomDeformation (training)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from skdae.augment import RandomDeformation  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 30), h=st.integers(1, 12), w=st.integers(1, 12),
+    max_shift=st.floats(0, 4), whole_pixels=st.booleans(),
+    max_rotation=st.sampled_from([0.0, 15.0]), alpha=st.sampled_from([0.0, 1.5]),
+    dtype=st.sampled_from([np.float32, np.float64]), offset=st.sampled_from([0.0, -0.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_deform_keeps_shape_dtype_range_and_is_seeded(n, h, w, max_shift, whole_pixels,
+                                                      max_rotation, alpha, dtype, offset, seed):
+    X = (np.random.default_rng(seed).random((n, h * w)) + offset).astype(dtype)
+    deformation = RandomDeformation((h, w), max_shift=max_shift, whole_pixels=whole_pixels,
+                                    max_rotation=max_rotation, alpha=alpha)
+    out = deformation.deform(X, random_state=seed)
+    assert out.shape == X.shape and out.dtype == X.dtype
+    # Interpolation averages neighbours and the pixels moved in are zero.
+    low, high = min(X.min(), 0.0), max(X.max(), 0.0)
+    tiny = 1e-5 if dtype == np.float32 else 1e-12
+    assert out.min() >= low - tiny and out.max() <= high + tiny
+    np.testing.assert_array_equal(out, deformation.deform(X, random_state=seed))
+
+
+def test_whole_pixel_shifts_move_images_without_resampling():
+    rng = np.random.default_rng(0)
+    X = rng.random((500, 7 * 9)).astype(np.float32)
+    out = RandomDeformation((7, 9), max_shift=1).deform(X, random_state=1)
+    images, moved = X.reshape(-1, 7, 9), out.reshape(-1, 7, 9)
+    seen = set()
+    for image, result in zip(images, moved):
+        # Exactly one of the nine whole-pixel shifts (zero filled) reproduces the result.
+        matches = []
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                padded = np.pad(image, 1)
+                expected = padded[1 + dy : 8 + dy, 1 + dx : 10 + dx]
+                if np.array_equal(result, expected):
+                    matches.append((dy, dx))
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) == 9  # every shift occurs, the original (0, 0) among them
+
+
+def test_fractional_shifts_and_rotations_deform_every_image():
+    X = np.zeros((50, 28 * 28), np.float32)
+    X.reshape(-1, 28, 28)[:, 6:22, 12:16] = 1.0
+    out = RandomDeformation(max_shift=2, whole_pixels=False, max_rotation=10, alpha=1).deform(
+        X, random_state=0)
+    assert (np.abs(out - X).sum(axis=1) > 0).all()
+    # Small deformations: most of the ink stays (mass roughly kept).
+    np.testing.assert_allclose(out.sum(axis=1), X.sum(axis=1), rtol=0.2)
+
+
+def test_deformation_refuses_rows_that_are_not_its_images():
+    with pytest.raises(ValueError, match="not a square number"):
+        RandomDeformation().deform(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="images of 12 pixels, but the rows have 16"):
+        RandomDeformation((3, 4)).deform(np.zeros((2, 16)))
+    with pytest.raises(ValueError, match="max_shift"):
+        RandomDeformation(max_shift=np.inf).deform(np.zeros((2, 16)))
+    with pytest.raises(ValueError, match="flattened images"):
+        RandomDeformation((2, 2)).deform(np.zeros((2, 2, 2)))
