@@ -36,7 +36,7 @@ from llvmlite import binding
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
-from ._jit import njit
+from ._jit import CACHE, njit
 
 # Kernels refer to BLAS by symbol name, registered with LLVM at import, so that compiled
 # kernels can be cached on disk (a ctypes function pointer is a "dynamic global" that
@@ -206,7 +206,7 @@ def gemm_problem(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     raise NotImplementedError("gemm_problem is callable from Numba-compiled code only")
 
 
-@overload(gemm_problem, inline="always")
+@overload(gemm_problem, jit_options={"cache": CACHE})
 def _gemm_problem_overload(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     if _type_problem(A, B, C) is not None:
         return lambda trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc: _BAD_TYPES
@@ -252,9 +252,9 @@ def check_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     raise NotImplementedError("check_gemm is callable from Numba-compiled code only")
 
 
-# Inlined (as gemm is): a separately compiled function per caller's operand types would be
-# built, optimised and linked again into every kernel that calls it.
-@overload(check_gemm, inline="always")
+# Not inlined: Numba's inliner of overloads loses track of variables assigned in branches
+# (NumbaIRAssumptionWarning); a small function compiled per operand types instead.
+@overload(check_gemm, jit_options={"cache": CACHE})
 def _check_gemm_overload(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     problem = _type_problem(A, B, C)
     if problem is not None:
