@@ -46,7 +46,8 @@ def models(tmp_path_factory, mnist):
     root = tmp_path_factory.mktemp("models")
     train = ["train", mnist["train"], "--limit", N_TRAIN, "-q"]
     pca, ae = root / "pca.skdae", root / "ae.skdae"
-    assert run(*train, "-o", pca, "--model", "pca", "--n-components", 12, "--n-bits", 5) == 0
+    assert run(*train, "-o", pca, "--model", "pca", "--n-components", 12, "--n-bits", 5,
+               "--allocation", "uniform") == 0
     assert run(*train, "-o", ae, *TINY_AE, "--n-bits", 6) == 0
     return {"pca": pca, "ae": ae}
 
@@ -112,6 +113,7 @@ def test_info(models, mnist, tmp_path, capsys):
     assert run("info", archive, "--json", "--model", models["pca"]) == 0
     fields = json.loads(capsys.readouterr().out)
     assert fields["count"] == N_IMAGES and fields["n_bits"] == 5 and fields["model_matches"]
+    assert fields["sample_bits"] == 12 * 5 and fields["format_version"] == 2
     assert fields["bits_per_pixel"] == pytest.approx(8 * archive.stat().st_size / (40 * 784))
     # another model: reported, with exit code 1 for scripts
     assert run("info", archive, "--json", "--model", models["ae"]) == 1
