@@ -202,9 +202,9 @@ def child_fit(spec):
             "reconstruction_error": float(model.loss_curve_[-1])}
 
 
-def run_child(spec):
-    if spec["n"] >= 1_000_000:  # each 1M-image fit is a heavy run of its own
-        wait_for_quiet()
+def child_result(spec):
+    """Run one measurement in a fresh process (its peak memory is its own) and return the
+    JSON line it prints last, with the 1-minute load average before it started."""
     load = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True)
@@ -212,6 +212,13 @@ def run_child(spec):
         raise RuntimeError(f"child failed for {spec}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["load_before"] = load
+    return result
+
+
+def run_child(spec):
+    if spec["n"] >= 1_000_000:  # each 1M-image fit is a heavy run of its own
+        wait_for_quiet()
+    result = child_result(spec)
     print(f"  {spec['kind']:>6} n={spec['n']:>8}: {result['seconds']:7.1f} s, peak RssAnon "
           f"{result['peak_rss_anon_mb']:6.0f} MB, epochs {result['epoch_seconds']}", flush=True)
     return result
@@ -462,13 +469,7 @@ def child_sparse(spec):
 
 
 def section_sparse(args):
-    load = os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps({"sparse": True})],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"sparse child failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load_before"] = load
+    result = child_result({"sparse": True})
     print(f"  sparse {result['shape']}: dense {result['dense_float32_mb']:.0f} MB, CSR "
           f"{result['csr_mb']:.0f} MB, peak RssAnon fit {result['peak_rss_anon_fit_mb']:.0f} MB"
           f" (before {result['rss_anon_before_fit_mb']:.0f} MB), transform "
