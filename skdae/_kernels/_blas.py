@@ -32,11 +32,12 @@ import glob
 import os
 
 import numpy as np
-from llvmlite import binding
+from llvmlite import binding, ir
 from numba import types
-from numba.extending import get_cython_function_address, overload
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic, overload
 
-from ._jit import CACHE, njit
+from ._jit import CACHE, njit, unliteral
 
 # Kernels refer to BLAS by symbol name, registered with LLVM at import, so that compiled
 # kernels can be cached on disk (a ctypes function pointer is a "dynamic global" that
@@ -139,7 +140,7 @@ def _type_problem(A, B, C):
     return None
 
 
-# What _operand_problem finds wrong with an operand (0: nothing).
+# What _gemm_problem finds wrong with an operand (0: nothing).
 _TOO_SMALL = 1
 _BAD_LD = 2
 _ROWS_NOT_CONTIGUOUS = 3
@@ -149,30 +150,66 @@ _BAD_TYPES = 6
 
 
 @njit(inline="always")
-def _operand_problem(X, rows, cols, ld):
-    """Whether ``X`` holds a ``rows x cols`` row-major block with row stride ``ld``: 0, or
-    the code of the first problem found."""
-    if X.shape[0] < rows or X.shape[1] < cols:
+def _operand_problem(shape, strides, itemsize, rows, cols, ld):
+    """Whether an array of ``shape`` and ``strides`` holds a ``rows x cols`` row-major block
+    with row stride ``ld``: 0, or the code of the first problem found."""
+    if shape[0] < rows or shape[1] < cols:
         return _TOO_SMALL
     if ld < max(1, cols) or ld > _INT32_MAX:
         return _BAD_LD
     # Strides matter only where BLAS steps by them: along a row of more than one element,
     # across more than one (non-empty) row.
-    if cols > 1 and rows > 0 and X.strides[1] != X.itemsize:
+    if cols > 1 and rows > 0 and strides[1] != itemsize:
         return _ROWS_NOT_CONTIGUOUS
-    if rows > 1 and cols > 0 and X.strides[0] != ld * X.itemsize:
+    if rows > 1 and cols > 0 and strides[0] != ld * itemsize:
         return _STRIDE_NOT_LD
     return 0
 
 
+# Compiled once for every kernel and operand type: it sees the operands' shapes and strides
+# only (int tuples whatever the array's dtype, layout or mutability), so the checks are not
+# compiled again for each combination of array types a kernel passes.
+@njit(internal=True)
+def _gemm_problem(trans_a, trans_b, m, n, k, a_shape, a_strides, lda, b_shape, b_strides, ldb,
+                  c_shape, c_strides, ldc, itemsize):
+    """``(problem, operand)``: the first problem found (0: none) and its operand (0 A, 1 B,
+    2 C)."""
+    if min(m, n, k) < 0 or max(m, n, k) > _INT32_MAX:
+        return _BAD_SIZES, 0
+    if trans_a:
+        found = _operand_problem(a_shape, a_strides, itemsize, k, m, lda)
+    else:
+        found = _operand_problem(a_shape, a_strides, itemsize, m, k, lda)
+    if found:
+        return found, 0
+    if trans_b:
+        found = _operand_problem(b_shape, b_strides, itemsize, n, k, ldb)
+    else:
+        found = _operand_problem(b_shape, b_strides, itemsize, k, n, ldb)
+    if found:
+        return found, 1
+    return _operand_problem(c_shape, c_strides, itemsize, m, n, ldc), 2
+
+
 @njit(inline="always")
-def _raise_operand_problem(problem, operand):
+def _problem_of(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
+    """:func:`_gemm_problem` of these operands, its arguments cast to one signature (no
+    literal flags or sizes, which would each compile it again)."""
+    return _gemm_problem(unliteral(trans_a), unliteral(trans_b), np.int64(m), np.int64(n),
+                         np.int64(k), A.shape, A.strides, np.int64(lda), B.shape, B.strides,
+                         np.int64(ldb), C.shape, C.strides, np.int64(ldc), C.itemsize)
+
+
+@njit(internal=True)
+def _raise_gemm_problem(problem, operand):
     """Raise the error of ``problem`` for operand 0 (A), 1 (B) or 2 (C).
 
     Every message is a constant: a message built at run time (string concatenation,
     formatting) would compile Numba's string machinery into every kernel, seconds of a
-    cold start.
+    cold start. Compiled once, for every kernel.
     """
+    if problem == _BAD_SIZES:
+        raise ValueError("gemm: m, n and k must be non-negative 32-bit ints")
     if problem == _TOO_SMALL:
         if operand == 0:
             raise ValueError("gemm: operand A is smaller than the block it must hold")
@@ -206,26 +243,13 @@ def gemm_problem(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     raise NotImplementedError("gemm_problem is callable from Numba-compiled code only")
 
 
-@overload(gemm_problem, jit_options={"cache": CACHE})
+@overload(gemm_problem, jit_options={"cache": CACHE}, inline="always")
 def _gemm_problem_overload(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     if _type_problem(A, B, C) is not None:
         return lambda trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc: _BAD_TYPES
 
     def problem(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
-        if min(m, n, k) < 0 or max(m, n, k) > _INT32_MAX:
-            return _BAD_SIZES
-        if trans_a:
-            found = _operand_problem(A, k, m, lda)
-        else:
-            found = _operand_problem(A, m, k, lda)
-        if found == 0:
-            if trans_b:
-                found = _operand_problem(B, n, k, ldb)
-            else:
-                found = _operand_problem(B, k, n, ldb)
-        if found == 0:
-            found = _operand_problem(C, m, n, ldc)
-        return found
+        return _problem_of(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)[0]
 
     return problem
 
@@ -252,9 +276,7 @@ def check_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     raise NotImplementedError("check_gemm is callable from Numba-compiled code only")
 
 
-# Not inlined: Numba's inliner of overloads loses track of variables assigned in branches
-# (NumbaIRAssumptionWarning); a small function compiled per operand types instead.
-@overload(check_gemm, jit_options={"cache": CACHE})
+@overload(check_gemm, jit_options={"cache": CACHE}, inline="always")
 def _check_gemm_overload(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
     problem = _type_problem(A, B, C)
     if problem is not None:
@@ -265,41 +287,13 @@ def _check_gemm_overload(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
         return raise_problem
 
     def check(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
-        if min(m, n, k) < 0 or max(m, n, k) > _INT32_MAX:
-            raise ValueError("gemm: m, n and k must be non-negative 32-bit ints")
-        if trans_a:
-            problem = _operand_problem(A, k, m, lda)
-        else:
-            problem = _operand_problem(A, m, k, lda)
-        if problem:
-            _raise_operand_problem(problem, 0)
-        if trans_b:
-            problem = _operand_problem(B, n, k, ldb)
-        else:
-            problem = _operand_problem(B, k, n, ldb)
-        if problem:
-            _raise_operand_problem(problem, 1)
-        problem = _operand_problem(C, m, n, ldc)
-        if problem:
-            _raise_operand_problem(problem, 2)
+        found = _problem_of(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)
+        if found[0] != 0:
+            _raise_gemm_problem(found[0], found[1])
 
     return check
 
 
-@njit(inline="always")
-def _blas_ints(dtype, n, m, k, ldb, lda, ldc):
-    """The six integer arguments of a column-major ``?gemm`` call, in BLAS's int type."""
-    ints = np.empty(6, dtype)
-    ints[0] = n
-    ints[1] = m
-    ints[2] = k
-    ints[3] = ldb
-    ints[4] = lda
-    ints[5] = ldc
-    return ints
-
-
-@njit
 def gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C``.
 
@@ -307,7 +301,8 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
     whose first element is the block's top-left corner, with row strides ``lda``, ``ldb``,
     ``ldc`` (in elements). All three must share one dtype, float32 or float64.
 
-    Inside a ``prange`` loop, call :func:`block_gemm` instead.
+    Inside a ``prange`` loop, call :func:`block_gemm` instead. Callable from compiled code
+    only (it is implemented by an overload).
 
     Raises
     ------
@@ -315,8 +310,24 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
         If the operands do not hold the blocks (see :func:`check_gemm`), which is checked
         on every call.
     """
-    check_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)
-    _gemm_call(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    raise NotImplementedError("gemm is callable from Numba-compiled code only")
+
+
+@overload(gemm, jit_options={"cache": CACHE})
+def _gemm_overload(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    problem = _type_problem(A, B, C)
+    if problem is not None:
+
+        def raise_problem(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+            raise ValueError(problem)
+
+        return raise_problem
+
+    def call(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        check_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)
+        _gemm_call(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+    return call
 
 
 @njit(inline="always")
@@ -328,43 +339,77 @@ def block_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
     product is skipped (it cannot raise: a ``raise`` in a ``prange`` body would make
     Numba run the loop serially), so a block that did not fit its operands, which only a
     bug in a kernel's block arithmetic could cause, never makes BLAS touch memory the
-    kernel was not given. Inlined: no compiled function of its own per operand type.
+    kernel was not given.
     """
-    if gemm_problem(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc) == 0:
+    if _problem_of(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)[0] == 0:
         _gemm_call(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
-@njit(inline="always")
-def _gemm_call(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
-    """The BLAS call of :func:`gemm`, operands unchecked."""
-    if m == 0 or n == 0:
-        return
-    flags = np.empty(2, np.uint8)
-    # Column-major view: C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m).
-    flags[0] = _CHAR_T if trans_b else _CHAR_N
-    flags[1] = _CHAR_T if trans_a else _CHAR_N
-    scalars = np.empty(2, C.dtype)
-    scalars[0] = alpha
-    scalars[1] = beta
-    f0 = flags[0:].ctypes
-    f1 = flags[1:].ctypes
-    a = scalars[0:].ctypes
-    b = scalars[1:].ctypes
-    if trans_b:
-        # SciPy's build (LP64): faster with a transposed B (module docstring).
-        i32 = _blas_ints(np.int32, n, m, k, ldb, lda, ldc)
-        if C.itemsize == 4:
-            _sgemm(f0, f1, i32[0:].ctypes, i32[1:].ctypes, i32[2:].ctypes, a, B.ctypes,
-                   i32[3:].ctypes, A.ctypes, i32[4:].ctypes, b, C.ctypes, i32[5:].ctypes)
-        else:
-            _dgemm(f0, f1, i32[0:].ctypes, i32[1:].ctypes, i32[2:].ctypes, a, B.ctypes,
-                   i32[3:].ctypes, A.ctypes, i32[4:].ctypes, b, C.ctypes, i32[5:].ctypes)
-    else:
-        # NumPy's build (ILP64), or the adapter to SciPy's where it is missing.
-        i64 = _blas_ints(np.int64, n, m, k, ldb, lda, ldc)
-        if C.itemsize == 4:
-            _sgemm_ilp64(f0, f1, i64[0:].ctypes, i64[1:].ctypes, i64[2:].ctypes, a, B.ctypes,
-                         i64[3:].ctypes, A.ctypes, i64[4:].ctypes, b, C.ctypes, i64[5:].ctypes)
-        else:
-            _dgemm_ilp64(f0, f1, i64[0:].ctypes, i64[1:].ctypes, i64[2:].ctypes, a, B.ctypes,
-                         i64[3:].ctypes, A.ctypes, i64[4:].ctypes, b, C.ctypes, i64[5:].ctypes)
+@intrinsic
+def _gemm_call(typingctx, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """The BLAS call of :func:`gemm`, operands unchecked.
+
+    Written as LLVM IR: the arguments BLAS takes by reference live in stack slots, and
+    only the routine of the operands' dtype is named (``sgemm`` or ``dgemm``), so each
+    call site compiles to a few stores and two calls (the library chosen by ``trans_b``,
+    see the module docstring) instead of Numba-typed code with four small arrays.
+    """
+    if _type_problem(A, B, C) is not None:
+        return None
+    flags = (trans_a, trans_b)
+    ints = (m, n, k, lda, ldb, ldc)
+    if not all(isinstance(t, types.Boolean) or t == types.boolean for t in map(types.unliteral, flags)):
+        return None
+    if not all(isinstance(types.unliteral(t), types.Integer) for t in ints):
+        return None
+    if not all(isinstance(types.unliteral(t), (types.Integer, types.Float)) for t in (alpha, beta)):
+        return None
+    sig = types.void(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    prefix = "skdae_sgemm" if C.dtype == types.float32 else "skdae_dgemm"
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        ta_v, tb_v, m_v, n_v, k_v, alpha_v, A_v, lda_v, B_v, ldb_v, beta_v, C_v, ldc_v = args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        ptr = ir.PointerType(i8)
+        ta = context.cast(builder, ta_v, tys[0], types.boolean)
+        tb = context.cast(builder, tb_v, tys[1], types.boolean)
+        sizes = [context.cast(builder, v, t, types.int64)
+                 for v, t in ((m_v, tys[2]), (n_v, tys[3]), (k_v, tys[4]), (lda_v, tys[7]),
+                              (ldb_v, tys[9]), (ldc_v, tys[12]))]
+        m64, n64, k64, lda64, ldb64, ldc64 = sizes
+        zero = ir.Constant(i64, 0)
+        nonempty = builder.and_(builder.icmp_signed("!=", m64, zero),
+                                builder.icmp_signed("!=", n64, zero))
+        with builder.if_then(nonempty):
+            # Column-major view: C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m).
+            chars = [builder.select(t, ir.Constant(i8, _CHAR_T), ir.Constant(i8, _CHAR_N))
+                     for t in (tb, ta)]
+            char_slots = [cgutils.alloca_once_value(builder, c) for c in chars]
+            scalar_slots = [cgutils.alloca_once_value(builder, context.cast(builder, v, t, C.dtype))
+                            for v, t in ((alpha_v, tys[5]), (beta_v, tys[10]))]
+            data = [builder.bitcast(context.make_array(t)(context, builder, v).data, ptr)
+                    for v, t in ((A_v, tys[6]), (B_v, tys[8]), (C_v, tys[11]))]
+            a_data, b_data, c_data = data
+            fnty = ir.FunctionType(ir.VoidType(), [ptr] * 13)
+
+            def call(name, int_type):
+                order = (n64, m64, k64, ldb64, lda64, ldc64)
+                slots = [builder.bitcast(cgutils.alloca_once_value(
+                    builder, v if int_type is i64 else builder.trunc(v, i32)), ptr) for v in order]
+                fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+                c0, c1 = (builder.bitcast(s, ptr) for s in char_slots)
+                al, be = (builder.bitcast(s, ptr) for s in scalar_slots)
+                builder.call(fn, [c0, c1, slots[0], slots[1], slots[2], al, b_data, slots[3],
+                                  a_data, slots[4], be, c_data, slots[5]])
+
+            with builder.if_else(tb) as (transposed_b, plain_b):
+                with transposed_b:
+                    # SciPy's build (LP64): faster with a transposed B (module docstring).
+                    call(prefix, i32)
+                with plain_b:
+                    # NumPy's build (ILP64), or the adapter to SciPy's where it is missing.
+                    call(prefix + "_ilp64", i64)
+        return context.get_dummy_value()
+
+    return sig, codegen
