@@ -73,7 +73,10 @@ def _fast_exp_overload(x):
     return lambda x: np.exp(x)
 
 
-@njit(inline="always")
+# A compiled function (one per dtype), not inlined by Numba: its body (with the exp
+# polynomial) would be typed and lowered again at every call site, about 0.4 s of a cold
+# start each. LLVM still inlines and vectorises it in the kernels' loops.
+@njit(internal=True)
 def sigmoid(x):
     """Logistic function ``1 / (1 + exp(-x))`` in the dtype of ``x``."""
     one = type(x)(1.0)
