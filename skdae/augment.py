@@ -39,7 +39,7 @@ BATCH = 8192
 
 
 def augment(images, random_state=None, *, max_shift=2.0, max_rotation=10.0, alpha=2.0,
-            sigma=4.0, whole_pixels=False):
+            sigma=4.0, whole_pixels=False, axis_only=False):
     """Randomly shifted, rotated and elastically distorted copies of ``images``.
 
     Each image is resampled (bilinear, zero outside) at ``R (p - c) + c + s + d(p)``:
@@ -50,7 +50,12 @@ def augment(images, random_state=None, *, max_shift=2.0, max_rotation=10.0, alph
     ``whole_pixels``, the shift is a whole number of pixels in each direction, from
     ``-floor(max_shift)`` to ``floor(max_shift)``; without rotation and elastic field
     (``max_rotation=0``, ``alpha=0``) the images are then moved without resampling (no
-    blur), which is also much faster.
+    blur), which is also much faster. With ``axis_only``, each image moves along one
+    axis only (rows or columns, at random), as in the classic augmentation of MNIST by
+    one-pixel shifts up, down, left and right; whole-pixel shifts are then drawn
+    uniformly among the ``4 * floor(max_shift) + 1`` positions, the original among
+    them (five positions for ``max_shift=1``: each image stays as it is with
+    probability 1/5).
 
     Parameters
     ----------
@@ -64,6 +69,8 @@ def augment(images, random_state=None, *, max_shift=2.0, max_rotation=10.0, alph
     sigma : float, default=4.0
     whole_pixels : bool, default=False
         Shift by whole pixels only.
+    axis_only : bool, default=False
+        Shift along one axis only, the other coordinate of the shift being zero.
 
     Returns
     -------
@@ -78,7 +85,13 @@ def augment(images, random_state=None, *, max_shift=2.0, max_rotation=10.0, alph
         np.random.default_rng(random_state if not isinstance(random_state, np.random.RandomState)
                               else random_state.randint(2**31)))
     n, h, w = images.shape
-    if whole_pixels:
+    if axis_only:
+        shift = _axis_shifts(rng, n, max_shift, whole_pixels)
+        if whole_pixels and max_rotation == 0 and alpha == 0:
+            return _shift_whole(images, shift.astype(np.int64))
+        shift = shift[:, :, None, None]
+        angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))[:, None, None]
+    elif whole_pixels:
         reach = int(np.floor(max_shift))
         if max_rotation == 0 and alpha == 0:
             return _shift_whole(images, rng.integers(-reach, reach + 1, (2, n)))
@@ -104,11 +117,33 @@ def augment(images, random_state=None, *, max_shift=2.0, max_rotation=10.0, alph
     src_r = cos * y - sin * x + (h - 1) / 2 + shift[0] + field[0]
     src_c = sin * y + cos * x + (w - 1) / 2 + shift[1] + field[1]
     index = np.broadcast_to(np.arange(n, dtype=np.float64)[:, None, None], src_r.shape)
-    out = ndimage.map_coordinates(images.astype(np.float32), [index, src_r, src_c], order=1,
+    # float64 images are resampled in float64: a float32 round trip would move values
+    # (an identity deformation would change them in the 8th digit).
+    work = np.float64 if images.dtype == np.float64 else np.float32
+    out = ndimage.map_coordinates(images.astype(work), [index, src_r, src_c], order=1,
                                   mode="constant", cval=0.0)
     if images.dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.astype(images.dtype, copy=False)
+
+
+def _axis_shifts(rng, n, max_shift, whole_pixels):
+    """Shifts ``(2, n)`` (rows, columns) along one axis each: whole pixels uniform among the
+    ``4 * reach + 1`` positions ``(0, 0)``, ``(+-s, 0)``, ``(0, +-s)`` for ``s`` up to
+    ``reach``; otherwise a uniform amount in ``[-max_shift, max_shift]`` on a random axis."""
+    shift = np.zeros((2, n))
+    if whole_pixels:
+        reach = int(np.floor(max_shift))
+        position = rng.integers(0, 4 * reach + 1, n)
+        moved = position > 0
+        k = position[moved] - 1  # 0 .. 4 * reach - 1
+        axis, step = k // (2 * reach), k % (2 * reach)
+        amount = np.where(step < reach, step + 1, reach - 1 - step)  # 1..reach, -1..-reach
+        shift[axis, np.flatnonzero(moved)] = amount
+        return shift
+    axis = rng.integers(0, 2, n)
+    shift[axis, np.arange(n)] = rng.uniform(-max_shift, max_shift, n)
+    return shift
 
 
 def _shift_whole(images, shift):
@@ -163,6 +198,10 @@ class RandomDeformation(BaseEstimator):
         Largest elastic displacement in pixels (0: none).
     sigma : float, default=4.0
         Smoothness of the elastic field (Gaussian width in pixels).
+    axis_only : bool, default=False
+        Shift along one axis at a time (up, down, left or right), never diagonally;
+        with whole pixels, uniformly among the original and the ``4 * floor(max_shift)``
+        shifted positions.
 
     See Also
     --------
@@ -186,16 +225,18 @@ class RandomDeformation(BaseEstimator):
         "max_rotation": [Interval(Real, 0, 180, closed="both")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "sigma": [Interval(Real, 0, None, closed="neither")],
+        "axis_only": ["boolean"],
     }
 
     def __init__(self, image_shape=None, *, max_shift=1.0, whole_pixels=True, max_rotation=0.0,
-                 alpha=0.0, sigma=4.0):
+                 alpha=0.0, sigma=4.0, axis_only=False):
         self.image_shape = image_shape
         self.max_shift = max_shift
         self.whole_pixels = whole_pixels
         self.max_rotation = max_rotation
         self.alpha = alpha
         self.sigma = sigma
+        self.axis_only = axis_only
 
     def resolve_shape(self, n_features):
         """The images' ``(height, width)`` for rows of ``n_features`` pixels.
@@ -258,7 +299,7 @@ class RandomDeformation(BaseEstimator):
         h, w = self.resolve_shape(X.shape[1])
         out = augment(X.reshape(-1, h, w), random_state, max_shift=self.max_shift,
                       max_rotation=self.max_rotation, alpha=self.alpha, sigma=self.sigma,
-                      whole_pixels=self.whole_pixels)
+                      whole_pixels=self.whole_pixels, axis_only=self.axis_only)
         return out.reshape(X.shape)
 
 

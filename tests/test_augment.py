@@ -55,14 +55,16 @@ from skdae.augment import RandomDeformation  # noqa: E402
     n=st.integers(1, 30), h=st.integers(1, 12), w=st.integers(1, 12),
     max_shift=st.floats(0, 4), whole_pixels=st.booleans(),
     max_rotation=st.sampled_from([0.0, 15.0]), alpha=st.sampled_from([0.0, 1.5]),
-    dtype=st.sampled_from([np.float32, np.float64]), offset=st.sampled_from([0.0, -0.5]),
+    axis_only=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), offset=st.sampled_from([0.0, -0.5]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_deform_keeps_shape_dtype_range_and_is_seeded(n, h, w, max_shift, whole_pixels,
-                                                      max_rotation, alpha, dtype, offset, seed):
+                                                      max_rotation, alpha, axis_only, dtype,
+                                                      offset, seed):
     X = (np.random.default_rng(seed).random((n, h * w)) + offset).astype(dtype)
     deformation = RandomDeformation((h, w), max_shift=max_shift, whole_pixels=whole_pixels,
-                                    max_rotation=max_rotation, alpha=alpha)
+                                    max_rotation=max_rotation, alpha=alpha,
+                                    axis_only=axis_only)
     out = deformation.deform(X, random_state=seed)
     assert out.shape == X.shape and out.dtype == X.dtype
     # Interpolation averages neighbours and the pixels moved in are zero.
@@ -90,6 +92,39 @@ def test_whole_pixel_shifts_move_images_without_resampling():
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) == 9  # every shift occurs, the original (0, 0) among them
+
+
+@pytest.mark.parametrize("max_shift", [1, 2.5])
+def test_axis_only_shifts_move_along_one_axis_uniformly_over_positions(max_shift):
+    rng = np.random.default_rng(0)
+    X = rng.random((2000, 7 * 9)).astype(np.float32)
+    out = RandomDeformation((7, 9), max_shift=max_shift, axis_only=True).deform(
+        X, random_state=1)
+    reach = int(max_shift)
+    positions = [(0, 0)] + [p for s in range(1, reach + 1)
+                            for p in ((s, 0), (-s, 0), (0, s), (0, -s))]
+    counts = dict.fromkeys(positions, 0)
+    for image, result in zip(X.reshape(-1, 7, 9), out.reshape(-1, 7, 9)):
+        padded = np.pad(image, reach)
+        matches = [(dy, dx) for dy, dx in positions if np.array_equal(
+            result, padded[reach + dy : reach + 7 + dy, reach + dx : reach + 9 + dx])]
+        assert len(matches) == 1  # one of the axis shifts, never a diagonal one
+        counts[matches[0]] += 1
+    # Uniform over the 4 * reach + 1 positions, the original among them (binomial bounds).
+    expected = len(X) / len(positions)
+    assert all(abs(c - expected) < 5 * np.sqrt(expected) for c in counts.values()), counts
+
+
+def test_axis_only_fractional_shifts_keep_one_coordinate():
+    # A single lit pixel moved by a fractional amount spreads along one line only.
+    X = np.zeros((200, 15 * 15), np.float32)
+    X[:, 7 * 15 + 7] = 1.0
+    out = RandomDeformation(max_shift=1.5, whole_pixels=False, axis_only=True).deform(
+        X, random_state=0).reshape(-1, 15, 15)
+    lit_rows = (out > 1e-6).any(axis=2).sum(axis=1)
+    lit_cols = (out > 1e-6).any(axis=1).sum(axis=1)
+    assert ((lit_rows == 1) | (lit_cols == 1)).all()
+    assert (lit_rows > 1).any() and (lit_cols > 1).any()  # both axes occur
 
 
 def test_fractional_shifts_and_rotations_deform_every_image():
