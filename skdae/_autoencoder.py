@@ -223,6 +223,8 @@ class RBMStackAutoencoder(
         ``partial_fit`` call, which has no validation data, starts tracking it).
     best_validation_score_ : float or None
         Best validation score with ``early_stopping`` (its weights are the ones kept).
+        With the linear path the starting point (PCA) is scored too, before the first
+        epoch, and competes with them (it is not in ``validation_scores_``).
     n_iter_ : int
         Fine-tuning epochs run.
     t_ : int

@@ -33,6 +33,12 @@ def patches():
     return photo_patches("china.jpg", 2000, 0), photo_patches("flower.jpg", 1000, 1)
 
 
+@pytest.fixture(scope="module")
+def same_photo_patches():
+    """New patches of each photograph: held out from the same distribution."""
+    return photo_patches("china.jpg", 1000, 2), photo_patches("flower.jpg", 1000, 3)
+
+
 def psnr(X, R):
     return 10 * np.log10(1.0 / np.mean((np.asarray(X, np.float64) - R) ** 2))
 
@@ -50,14 +56,16 @@ def small_gaussian_ae(code, **params):
 
 
 @pytest.mark.parametrize("train, test", [(0, 1), (1, 0)])
-def test_defaults_are_never_far_below_pca_on_held_out_photo_patches(patches, train, test):
-    X_train, X_test = patches[train], patches[test]
+def test_defaults_are_never_far_below_pca_on_held_out_photo_patches(patches, same_photo_patches,
+                                                                    train, test):
+    X_train = patches[train]
     code = 8
     pca = PCA(code).fit(X_train)
     ae = small_gaussian_ae(code).fit(X_train)
-    assert ae.linear_path_
-    assert psnr(X_test, reconstruct(ae, X_test)) >= psnr(X_test, reconstruct(pca, X_test)) - 0.1
-    assert psnr(X_train, reconstruct(ae, X_train)) >= psnr(X_train, reconstruct(pca, X_train)) - 0.1
+    assert ae.linear_path_ and ae.validation_scores_ is not None  # early_stopping="auto"
+    # The other photograph, and new patches of the training one.
+    for X_test in (patches[test], same_photo_patches[train], X_train):
+        assert psnr(X_test, reconstruct(ae, X_test)) >= psnr(X_test, reconstruct(pca, X_test)) - 0.1
 
 
 def test_without_the_linear_path_the_same_fit_is_far_below_pca(patches):
