@@ -28,6 +28,7 @@ from ._network import (
     glorot,
     layer_views,
     make_layout,
+    principal_axes,
     unroll,
     unrolled_sizes,
 )
@@ -36,8 +37,11 @@ from ._schedule import reset_schedule, schedule_step
 from ._stream import Holdout, SparseRows
 from .augment import RandomDeformation
 
-# Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1).
+# Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1, the
+# partial_fit schedule 2).
 _PRETRAIN_STREAM = 0
+# Stream of the decoder's initial weights with the linear path.
+_LINEAR_PATH_STREAM = 3
 
 
 class RBMStackAutoencoder(
@@ -63,6 +67,25 @@ class RBMStackAutoencoder(
     code_units : {"linear", "sigmoid"}, default="linear"
         Code layer units: ``"linear"`` (Gaussian hidden units in pretraining, as Hinton &
         Salakhutdinov) or ``"sigmoid"`` (as the other layers; codes in [0, 1]).
+    linear_path : {"auto"} or bool, default="auto"
+        A fixed linear path around the non-linear layers, so that the network starts as
+        PCA and learns what PCA misses: the code is the projection of the input on its
+        first ``hidden_layer_sizes[-1]`` principal components plus the encoder's output,
+        and the reconstruction is the PCA reconstruction of the code plus the decoder's
+        output. The layers that feed the code and the output start at zero, so before
+        fine-tuning the model *is* :class:`~sklearn.decomposition.PCA` (its codes
+        divided by the common ``scale_``), and fine-tuning trains the non-linear layers
+        on what PCA leaves; the components are not trained. With it, the Gaussian units
+        share one scale (``scale_`` is the root mean variance of the features, for every
+        feature), so the training loss is the squared error in the input's units, as
+        PCA's and :meth:`score`'s; put a :class:`~sklearn.preprocessing.StandardScaler`
+        in front for features in unrelated units, as for PCA. With ``early_stopping``
+        (on by default with the linear path), the start competes with every epoch on
+        the held-out rows, so the model kept is not worse than PCA there. ``"auto"``
+        uses the path for Gaussian visible units with a linear code (real-valued data),
+        never for Bernoulli units; ``True`` needs Gaussian visible units and
+        ``code_units="linear"``; ``False`` gives the network without it (each feature
+        standardised on its own), as models trained before the linear path existed.
     pretrain : bool, default=True
         Pretrain the encoder as a stack of RBMs. ``False`` starts fine-tuning from random
         Glorot-uniform weights (as scikit-learn's MLP), the ablation both papers discuss.
@@ -127,9 +150,13 @@ class RBMStackAutoencoder(
         best recipe measured on MNIST is ``RandomDeformation(axis_only=True)`` with
         ``learning_rate_schedule="cosine"`` and five times the RBM epochs (README,
         Results).
-    early_stopping : bool, default=False
+    early_stopping : {"auto"} or bool, default="auto"
         Hold out ``validation_fraction`` of the training data, stop when its
-        reconstruction error stops improving, and keep the best weights.
+        reconstruction error stops improving, and keep the best weights. ``"auto"``
+        does so when the network has the linear path (``linear_path``) and the data
+        leave at least one row on each side, so that a model that starts as PCA ends
+        no worse than PCA on held-out rows; without the linear path (for example
+        Bernoulli units), ``"auto"`` is False, as before.
     validation_fraction : float, default=0.1
         Fraction of the training data held out for ``early_stopping``.
     n_iter_no_change : int, default=10
@@ -175,10 +202,18 @@ class RBMStackAutoencoder(
         Biases of the same layers.
     visible_units_ : str
         Resolved visible unit type.
+    linear_path_ : bool
+        Whether the network has the linear path (``linear_path`` resolved).
+    components_ : ndarray of shape (hidden_layer_sizes[-1], n_features) or None
+        The linear path's principal axes (orthonormal rows, sorted by explained
+        variance; rows of zeros beyond the data's rank), as
+        :class:`~sklearn.decomposition.PCA`'s ``components_``. None without the linear
+        path.
     loss_ : str
         Resolved fine-tuning loss.
     mean_, scale_ : ndarray of shape (n_features,)
-        Standardisation of Gaussian visible units (zeros and ones for Bernoulli units).
+        Standardisation of Gaussian visible units (zeros and ones for Bernoulli units);
+        with the linear path, ``scale_`` is one value for every feature.
     pretrain_curves_ : list of list of float
         Reconstruction error per epoch of each RBM (empty lists without pretraining).
     loss_curve_ : list of float
@@ -191,6 +226,8 @@ class RBMStackAutoencoder(
         ``partial_fit`` call, which has no validation data, starts tracking it).
     best_validation_score_ : float or None
         Best validation score with ``early_stopping`` (its weights are the ones kept).
+        With the linear path the starting point (PCA) is scored too, before the first
+        epoch, and competes with them (it is not in ``validation_scores_``).
     n_iter_ : int
         Fine-tuning epochs run.
     t_ : int
@@ -237,6 +274,7 @@ class RBMStackAutoencoder(
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "visible_units": [StrOptions({"auto", "bernoulli", "gaussian"})],
         "code_units": [StrOptions({"linear", "sigmoid"})],
+        "linear_path": ["boolean", StrOptions({"auto"})],
         "pretrain": ["boolean"],
         "pretrain_epochs": [Interval(Integral, 1, None, closed="left")],
         "cd_steps": [Interval(Integral, 1, None, closed="left")],
@@ -259,7 +297,7 @@ class RBMStackAutoencoder(
         "loss": [StrOptions({"auto", "cross_entropy", "squared_error"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "augmentation": [None, RandomDeformation],
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -277,6 +315,7 @@ class RBMStackAutoencoder(
         *,
         visible_units="auto",
         code_units="linear",
+        linear_path="auto",
         pretrain=True,
         pretrain_epochs=10,
         cd_steps=1,
@@ -299,7 +338,7 @@ class RBMStackAutoencoder(
         loss="auto",
         max_iter=50,
         augmentation=None,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
@@ -313,6 +352,7 @@ class RBMStackAutoencoder(
         self.hidden_layer_sizes = hidden_layer_sizes
         self.visible_units = visible_units
         self.code_units = code_units
+        self.linear_path = linear_path
         self.pretrain = pretrain
         self.pretrain_epochs = pretrain_epochs
         self.cd_steps = cd_steps
@@ -351,7 +391,9 @@ class RBMStackAutoencoder(
     # written before still decode (see skdae._persist.fingerprint).
     _params_added_after_v1 = {"pretrain_momentum_switch_epoch": 5, "chunk_size": None,
                               "samples_per_pass": None, "learning_rate_schedule": "constant",
-                              "power_t": 0.5, "augmentation": None}
+                              "power_t": 0.5, "augmentation": None, "linear_path": False}
+    # Fitted attributes added since, likewise, at the value that reproduces older models.
+    _attributes_added_after_v1 = {"linear_path_": False, "components_": None}
 
     # ------------------------------------------------------------------ fitting
 
@@ -375,7 +417,8 @@ class RBMStackAutoencoder(
         self._check_augmentation(data)
         rng = check_random_state(self.random_state)
         with stop_on_ctrl_c() as stop:
-            self._initialize(data, rng, stop, validation=self.early_stopping)
+            self._initialize(data, rng, stop,
+                             validation=self._resolve_early_stopping(data.n_samples))
             if not self._pretrain_interrupted:
                 self._fine_tune(data, self.max_iter, stop, warn_max_iter=True)
         return self
@@ -474,9 +517,12 @@ class RBMStackAutoencoder(
                  np.zeros(n_out, dtype))
                 for n_in, n_out in zip(sizes[:n_layers], sizes[1 : n_layers + 1])
             ]
+        self.linear_path_ = self._resolve_linear_path()
         self._set_parameter_vector(
             unroll(encoder, layout, rng, dtype, decoder_from_encoder=self.pretrain)
         )
+        self.components_ = principal_axes(data, sizes[n_layers]) if self.linear_path_ else None
+        self._start_linear_path()
         validating = data.holdout is not None
         self.loss_curve_ = []
         self.validation_scores_ = [] if validating else None
@@ -488,6 +534,56 @@ class RBMStackAutoencoder(
         self.n_iter_ = 0
         self.t_ = 0
         reset_schedule(self, pretraining=False)
+
+    def _shared_scale(self):
+        return self._resolve_linear_path()
+
+    def _resolve_early_stopping(self, n_samples):
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        # "auto" holds rows out only where there is something to hold out.
+        n_val = int(round(self.validation_fraction * n_samples))
+        return self._resolve_linear_path() and 1 <= n_val < n_samples
+
+    def _resolve_linear_path(self):
+        linear_units = self.visible_units_ == "gaussian" and self.code_units == "linear"
+        if self.linear_path == "auto":
+            return linear_units
+        if self.linear_path and not linear_units:
+            raise ValueError(
+                "linear_path=True needs Gaussian visible units and code_units='linear' (a "
+                "PCA path adds to linear codes and outputs); the training data resolved "
+                f"visible_units to {self.visible_units_!r} and code_units is "
+                f"{self.code_units!r}. Use visible_units='gaussian' and code_units='linear', "
+                "or linear_path='auto'."
+            )
+        return bool(self.linear_path)
+
+    def _start_linear_path(self):
+        """With the linear path, start the network at PCA once the stack is built (after
+        pretraining, or after the scheduled pretraining's last pass): the layers that
+        feed the code and the output start at zero, so the network is exactly PCA until
+        fine-tuning moves it; the other decoder layers start from Glorot-uniform weights
+        and zero biases rather than the transposed RBMs, which would read the RBM's code,
+        not PCA's (and in experiments left the decoder stuck at PCA)."""
+        if not self.linear_path_:
+            return
+        n_layers = len(self._layer_sizes) // 2
+        rng = np.random.RandomState(
+            np.random.SeedSequence((self._seed, _LINEAR_PATH_STREAM)).generate_state(4))
+        for layer in range(n_layers, 2 * n_layers - 1):
+            n_in, n_out = self.coefs_[layer].shape
+            self.coefs_[layer][...] = glorot(rng, n_in, n_out, self._dtype)
+            self.intercepts_[layer][...] = 0
+        for layer in (n_layers - 1, 2 * n_layers - 1):
+            self.coefs_[layer][...] = 0
+            self.intercepts_[layer][...] = 0
+
+    def _linear_path_kernel_argument(self):
+        """``components_``, or an array with no rows: the kernels' ``lin``."""
+        if self.linear_path_:
+            return self.components_
+        return np.empty((0, self.n_features_in_), self._dtype)
 
     def _check_augmentation(self, data):
         """Refuse ``augmentation`` on data it cannot deform, before any training."""
@@ -709,13 +805,19 @@ class RBMStackAutoencoder(
 
     def _encode(self, X, layout):
         n_layers = len(layout.shapes)
-        return forward(self._visible_input(X), self._params, layout, self._activations(), 0,
-                       n_layers // 2, self.n_jobs)
+        visible = self._visible_input(X)
+        codes = forward(visible, self._params, layout, self._activations(), 0, n_layers // 2,
+                        self.n_jobs)
+        if self.linear_path_:
+            codes += visible @ self.components_.T
+        return codes
 
     def _decode(self, codes, layout):
         n_layers = len(layout.shapes)
         out = forward(codes, self._params, layout, self._activations(), n_layers // 2,
                       n_layers, self.n_jobs)
+        if self.linear_path_:
+            out += codes @ self.components_
         return self._unscale(out)
 
     @property

@@ -286,6 +286,15 @@ class VisibleUnitsMixin:
             self.scale_ = np.ones(self.n_features_in_, dtype)
         else:
             self.mean_, self.scale_ = stats.scaling(dtype)
+            if self._shared_scale():
+                # One scale for every feature: squared errors in visible units are then
+                # squared errors in input units, up to one factor (see linear_path).
+                common = np.sqrt(np.mean(stats.var))
+                self.scale_[...] = common if common > np.finfo(dtype).tiny else 1.0
+
+    def _shared_scale(self):
+        """Whether Gaussian units share one scale (each feature its own by default)."""
+        return False
 
     def _map_rows(self, X, func, n_out, out=None, *, codes=False, dtype=None):
         """``func`` applied to the rows of ``X``, into ``out`` (a new array if None).

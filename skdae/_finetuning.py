@@ -73,6 +73,12 @@ class FineTuner:
         """Up to ``epochs`` epochs on ``data`` (:class:`skdae._stream.Rows`); early
         stopping on its held-out rows when it has some."""
         est = self.estimator
+        if (est.linear_path_ and data.holdout is not None and est.n_iter_ == 0
+                and self.best_params is None and est.best_validation_score_ == -np.inf):
+            # The linear path starts at PCA: the start competes with every epoch, so the
+            # weights kept are never worse than PCA on the held-out rows.
+            est.best_validation_score_ = -validation_error(est, data)
+            self.best_params = est._params.copy()
         for _ in range(epochs):
             snapshot = self._snapshot()
             tic = time.perf_counter()
@@ -150,7 +156,7 @@ class FineTuner:
                  float(epsilon), float(est.alpha),
                  self.batch, layout.shapes, layout.w_off, layout.b_off, self.act_kind,
                  LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
-                 self.delta_b)
+                 self.delta_b, est._linear_path_kernel_argument())
         loss_sum = 0.0
         with thread_limits(est.n_jobs), closing(data.chunks(chunk_order(rng, data))) as chunks:
             for i, chunk in chunks:

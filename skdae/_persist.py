@@ -47,8 +47,11 @@ FORMAT_NAME = "skdae-model"
 # Version 4: a codec stores its bit allocation (``unit_bits_``), its rANS frequency tables
 # (``frequencies_``) and its fine-tuned model (``model_``), and has an ``allocation``
 # parameter; older codecs are migrated to the uniform allocation they used.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# Version 5: an autoencoder has a ``linear_path`` parameter and stores ``linear_path_``
+# and the linear path's ``components_``; older autoencoders are migrated to
+# ``linear_path=False``, which is what they computed.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 _HEADER_MEMBER = "skdae.json"
 _ARRAY_MEMBER = "arrays/{}.npy"
@@ -219,8 +222,12 @@ class _Encoder:
         # A fingerprint hashes the public attributes as the estimator holds them (the
         # weights as coefs_ / intercepts_); a model file stores what rebuilds them.
         items = vars(estimator) if self.fingerprint else _fitted_state(estimator)
+        added_attributes = getattr(cls, "_attributes_added_after_v1", {})
         for key, value in items.items():
             if key.startswith("__") or not _ATTR_NAME.match(key):
+                continue
+            if self.fingerprint and key in added_attributes and _same_value(
+                    value, added_attributes[key]):
                 continue
             if key.endswith("_") and not key.startswith("_"):
                 attributes[key] = self.encode(value, f"{where}.{key}", depth + 1)
@@ -252,8 +259,9 @@ def migrate_state(cls, state, params=None):
     Formats 1 and 2 had no ``partial_fit`` schedule: a fitted autoencoder without its
     state gets that of a finished schedule. Formats 1 to 3 had no rate model in the
     codec: a codec gets ``allocation="uniform"``, ``n_bits`` bits for every unit, no
-    frequency tables and no fine-tuned model, which is what it did. A current state is
-    returned unchanged.
+    frequency tables and no fine-tuned model, which is what it did. Formats 1 to 4 had no
+    linear path: an autoencoder gets ``linear_path=False`` (and, fitted, no components).
+    A current state is returned unchanged.
 
     Parameters
     ----------
@@ -278,6 +286,14 @@ def migrate_state(cls, state, params=None):
             _migrate_autoencoder_v1(state, params)
     if cls.__name__ == "Codec" and "allocation" not in (params or {}):
         _migrate_codec_v3(state, params or {})
+    if cls.__name__ == "RBMStackAutoencoder" and "linear_path" not in (
+            state if params is None else params):
+        # Formats 1 to 4: no linear path. Set as an attribute, over the default the
+        # estimator was built with.
+        state["linear_path"] = False
+        if "n_iter_" in state:
+            state.setdefault("linear_path_", False)
+            state.setdefault("components_", None)
     if cls.__name__ == "RBMStackAutoencoder" and "n_iter_" in state:
         from ._schedule import SCHEDULE_DEFAULTS
 

@@ -115,6 +115,7 @@ def _pretrain_step(est, data, stop):
                 start_rbm(est, layer + 1)
             else:
                 est._schedule_phase, est._rbm_velocity, est._schedule_calls = None, None, 0
+                est._start_linear_path()
 
 
 def _fine_tune_step(est, data, stop):

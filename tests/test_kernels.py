@@ -766,29 +766,38 @@ def unpack(net, params=None):
     return Ws, bs
 
 
-def numpy_forward(X, net, params=None, first=0, stop=None):
+def numpy_forward(X, net, params=None, first=0, stop=None, lin=None):
+    """The network's output; with ``lin``, the linear path (whole network only): the
+    code gains ``X @ lin.T`` and the output's pre-activation ``code @ lin``."""
     Ws, bs = unpack(net, params)
     stop = len(Ws) if stop is None else stop
     a = X.astype(np.float64)
+    code = None
     for layer in range(first, stop):
         z = a @ Ws[layer] + bs[layer]
+        if lin is not None and layer == len(Ws) // 2 - 1:
+            z = z + X.astype(np.float64) @ lin.T
+            code = z
+        if lin is not None and layer == len(Ws) - 1:
+            z = z + code @ lin
         a = sigmoid(z) if net["act_kind"][layer] == bp.ACT_SIGMOID else z
     return a
 
 
-def numpy_loss(X, net, loss_kind, params=None):
+def numpy_loss(X, net, loss_kind, params=None, lin=None):
     """Summed per-sample loss of the batch, as ``batch_loss_grad`` returns it."""
-    out = numpy_forward(X, net, params)
+    out = numpy_forward(X, net, params, lin=lin)
     X = X.astype(np.float64)
     if net["act_kind"][-1] == bp.ACT_SIGMOID and loss_kind == bp.LOSS_CROSS_ENTROPY:
         return -(X * np.log(out) + (1 - X) * np.log1p(-out)).sum()
     return ((out - X) ** 2).sum()
 
 
-def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None):
+def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None, lin=None):
     params = net["params"] if params is None else params
     b = Xb.shape[0]
     dtype = params.dtype
+    lin = np.empty((0, Xb.shape[1]), dtype) if lin is None else np.ascontiguousarray(lin, dtype)
     widths = net["shapes"][:, 1]
     act_off = np.concatenate([[0], np.cumsum(b * widths)[:-1]]).astype(np.int64)
     acts = np.empty(int(b * widths.sum()), dtype)
@@ -797,14 +806,14 @@ def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None):
     loss = bp.batch_loss_grad(
         np.ascontiguousarray(Xb, dtype), params, grads, net["shapes"], net["w_off"],
         net["b_off"], net["act_kind"], loss_kind, alpha, acts, act_off,
-        np.empty(b * width, dtype), np.empty(b * width, dtype),
+        np.empty(b * width, dtype), np.empty(b * width, dtype), lin,
     )
     return loss, grads
 
 
-def objective(Xb, net, loss_kind, alpha, params):
+def objective(Xb, net, loss_kind, alpha, params, lin=None):
     """What ``grads`` is the gradient of: batch mean loss + alpha / 2 * sum ||W||^2."""
-    loss, _ = call_batch_loss_grad(Xb, net, loss_kind, alpha, params)
+    loss, _ = call_batch_loss_grad(Xb, net, loss_kind, alpha, params, lin)
     Ws, _ = unpack(net, params)
     return loss / Xb.shape[0] + 0.5 * alpha * sum((W**2).sum() for W in Ws)
 
@@ -841,6 +850,56 @@ def test_batch_loss_grad_matches_finite_differences(loss_kind, out_act, alpha, b
         f_down = objective(X, net, loss_kind, alpha, down)
         numeric[i] = (f_up - f_down) / (2 * h)
     assert_allclose(grads, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("sizes", [[5, 3, 5], [5, 4, 3, 4, 5]])
+def test_batch_loss_grad_with_linear_path_matches_finite_differences(sizes):
+    # The linear path (autoencoder option linear_path): a fixed PCA projection added to
+    # the linear code, and its reconstruction to the linear output.
+    rng = np.random.RandomState(len(sizes))
+    n_layers = len(sizes) - 1
+    acts = [bp.ACT_SIGMOID] * n_layers
+    acts[n_layers // 2 - 1] = bp.ACT_LINEAR
+    acts[-1] = bp.ACT_LINEAR
+    net = network(sizes, acts, rng)
+    X = rng.randn(6, 5)
+    lin = np.linalg.qr(rng.randn(5, 3))[0].T  # orthonormal rows
+    loss, grads = call_batch_loss_grad(X, net, bp.LOSS_SQUARED_ERROR, 0.1, lin=lin)
+    assert np.isfinite(grads).all()
+    assert_allclose(loss, numpy_loss(X, net, bp.LOSS_SQUARED_ERROR, lin=lin), rtol=1e-12)
+    h = 1e-6
+    p = net["params"]
+    numeric = np.empty_like(p)
+    for i in range(p.size):
+        up, down = p.copy(), p.copy()
+        up[i] += h
+        down[i] -= h
+        numeric[i] = (objective(X, net, bp.LOSS_SQUARED_ERROR, 0.1, up, lin)
+                      - objective(X, net, bp.LOSS_SQUARED_ERROR, 0.1, down, lin)) / (2 * h)
+    assert_allclose(grads, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_linear_path_with_zero_layers_is_pca_reconstruction():
+    rng = np.random.RandomState(0)
+    net = network([6, 4, 2, 4, 6], [bp.ACT_SIGMOID, bp.ACT_LINEAR, bp.ACT_SIGMOID,
+                                    bp.ACT_LINEAR], rng)
+    Ws, bs = unpack(net)
+    for layer in (1, 3):  # the layers feeding the code and the output
+        wo, bo = net["w_off"][layer], net["b_off"][layer]
+        net["params"][wo : wo + Ws[layer].size] = 0.0
+        net["params"][bo : bo + bs[layer].size] = 0.0
+    X = rng.randn(8, 6)
+    lin = np.linalg.qr(rng.randn(6, 2))[0].T
+    loss, _ = call_batch_loss_grad(X, net, bp.LOSS_SQUARED_ERROR, 0.0, lin=lin)
+    assert_allclose(loss, ((X @ lin.T @ lin - X) ** 2).sum(), rtol=1e-12)
+
+
+def test_linear_path_of_the_wrong_shape_is_refused():
+    rng = np.random.RandomState(0)
+    net = network([5, 3, 5], [bp.ACT_LINEAR, bp.ACT_LINEAR], rng)
+    with pytest.raises(ValueError, match="linear path"):
+        call_batch_loss_grad(rng.randn(4, 5), net, bp.LOSS_SQUARED_ERROR, 0.0,
+                             lin=np.zeros((2, 5)))
 
 
 @fast
@@ -970,6 +1029,7 @@ def run_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, lo
         net["b_off"], net["act_kind"], loss_kind, np.empty((batch_size, X.shape[1]), dtype),
         np.empty(int(batch_size * widths.sum()), dtype), act_off,
         np.empty(batch_size * width, dtype), np.empty(batch_size * width, dtype),
+        np.empty((0, X.shape[1]), dtype),
     )
     return params, state_a, state_b, loss, new_step
 

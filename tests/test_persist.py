@@ -132,7 +132,7 @@ def test_file_is_a_plain_npz_and_deterministic(tmp_path):
         arrays = [k for k in npz.files if k.startswith("arrays/")]
         assert arrays and all(npz[k].dtype != object for k in arrays)
     header = read_header(tmp_path / "a.skdae")
-    assert header["format"] == "skdae-model" and header["format_version"] == 4
+    assert header["format"] == "skdae-model" and header["format_version"] == 5
     assert header["written_by"]["skdae"]
 
 
@@ -216,7 +216,7 @@ def _edit_header(saved, tmp_path, edit):
     "edit, message",
     [
         (lambda h: h.update(format="other"), "not a skdae model file"),
-        (lambda h: h.update(format_version=5), "format version 5"),
+        (lambda h: h.update(format_version=6), "format version 6"),
         (lambda h: h.pop("format_version"), "no format version"),
         (lambda h: h["estimator"].update({"class": "os.system"}), "not one that model files"),
         (lambda h: h["estimator"]["params"].update(bogus=1), "cannot rebuild"),

@@ -193,12 +193,16 @@ def test_default_chunking_is_one_chunk_in_memory_and_bounded_out_of_core(digits3
 
 def test_streamed_statistics_and_checks(digits32, tmp_path):
     X = digits32 * 5 + 2  # Gaussian units
-    model = ae(chunk_size=128).fit(_memmap(tmp_path, X))
+    # Without the linear path each feature has its own scale.
+    model = ae(chunk_size=128, linear_path=False).fit(_memmap(tmp_path, X))
     assert model.visible_units_ == "gaussian"
     assert_allclose(model.mean_, X.mean(axis=0), rtol=1e-6, atol=1e-6)
     std = X.std(axis=0, dtype=np.float64)
     std[std < 1e-6] = 1
     assert_allclose(model.scale_, std, rtol=1e-5)
+    # With it (the default), one scale: the root mean variance, from the chunks too.
+    shared = ae(chunk_size=128).fit(_memmap(tmp_path, X))
+    assert_allclose(shared.scale_, np.sqrt(X.var(axis=0, dtype=np.float64).mean()), rtol=1e-5)
     bad = X.copy()
     bad[1500, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):

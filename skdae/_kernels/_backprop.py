@@ -20,7 +20,7 @@ Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 import numpy as np
 from numba import prange
 
-from ._blas import block_gemm, check_gemm
+from ._blas import block_gemm, check_gemm, gemm
 from ._dense import block_bounds, dense_forward, gather_csr_rows, gather_rows, n_blocks
 from ._jit import njit
 from ._math import sigmoid, softplus
@@ -95,8 +95,11 @@ def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, mome
 
 
 @njit(parallel=True, internal=True)
-def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols):
+def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols, accumulate):
     """Output pre-activation, loss and delta, fused per block of output units.
+
+    With ``accumulate``, ``Z`` already holds a term of the pre-activation (the linear
+    path's reconstruction) and the layer's product is added to it.
 
     The cross-entropy is ``softplus(z) - x z``, exact from the pre-activation (no log 0).
     Losses are summed per output unit into ``loss_cols`` (float64): per-column sums have
@@ -114,8 +117,8 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
     for blk in prange(blocks):
         j0, j1 = block_bounds(m, blocks, blk)
         if j1 > j0:
-            block_gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m, 0.0, Z[:, j0:],
-                       m)
+            block_gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m,
+                       1.0 if accumulate else 0.0, Z[:, j0:], m)
             width = j1 - j0
             bias = c[j0:j1]
             lc = loss_cols[j0:j1]
@@ -215,7 +218,8 @@ def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_
 @njit(inline="always")
 def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
                delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum, beta1,
-               beta2, epsilon, code_layer=-1, q_lo=None, q_step=None, q_levels=None, q_noise=None):
+               beta2, epsilon, lin, code_layer=-1, q_lo=None, q_step=None, q_levels=None,
+               q_noise=None):
     """Forward, backward and (unless ``solver`` is -1) one optimiser step on one batch.
 
     ``Xb`` (b, n_features) is both the input and the target. ``acts`` is a flat buffer
@@ -226,6 +230,13 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     With ``q_lo`` given, the activations of layer ``code_layer`` go through
     :func:`quantize_code_layer` before the decoder sees them (quantization-aware
     fine-tuning); the backward pass treats that step as the identity (straight through).
+
+    ``lin`` (``(n_codes, n_features)``, orthonormal rows, or no rows) is a fixed linear
+    path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
+    gains ``Xb @ lin.T`` and the output's pre-activation gains ``code @ lin``, so with
+    the code and output layers' weights at zero the network is PCA with components
+    ``lin``. ``lin`` is not trained; its decoder term adds ``delta_out @ lin.T`` to the
+    code's delta.
 
     Returns the summed (not averaged) loss of the batch, without the L2 term.
     """
@@ -243,12 +254,19 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     eps = dtype(epsilon)
     alpha_ = dtype(alpha)
 
+    n_lin = lin.shape[0]
+    lin_layer = n_layers // 2 - 1
+    if n_lin > 0 and (n_lin != shapes[lin_layer, 1] or lin.shape[1] != n_features):
+        raise ValueError("the linear path does not match the code layer and the features")
     inp = Xb
     for layer in range(n_layers - 1):
         W, c = layer_views(params, shapes, w_off, b_off, layer)
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
         dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest)
+        if n_lin > 0 and layer == lin_layer:
+            gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features, 1.0,
+                 dest, n_lin)
         if q_lo is not None:
             if layer == code_layer:
                 quantize_code_layer(dest, q_lo, q_step, q_levels, q_noise)
@@ -259,11 +277,19 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     Z = acts[act_off[last] : act_off[last] + b * n_features].reshape((b, n_features))
     delta = delta_a[: b * n_features].reshape((b, n_features))
     loss_cols = np.empty(n_features, np.float64)
+    if n_lin > 0:
+        code = acts[act_off[lin_layer] : act_off[lin_layer] + b * n_lin].reshape((b, n_lin))
+        gemm(False, False, b, n_features, n_lin, 1.0, code, n_lin, lin, n_features, 0.0, Z,
+             n_features)
     _output_layer(inp, W, c, Xb, act_kind[last] == ACT_SIGMOID, loss_kind == LOSS_CROSS_ENTROPY,
-                  inv_b, Z, delta, loss_cols)
+                  inv_b, Z, delta, loss_cols, n_lin > 0)
     loss = 0.0
     for j in range(n_features):
         loss += loss_cols[j]
+    lin_delta = np.empty((b, n_lin), params.dtype)
+    if n_lin > 0:
+        gemm(False, True, b, n_lin, n_features, 1.0, delta, n_features, lin, n_features, 0.0,
+             lin_delta, n_lin)
 
     for layer in range(last, -1, -1):
         n_in = shapes[layer, 0]
@@ -279,20 +305,30 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         _weight_step(layer_in, delta, W, gW, w_off[layer], new_delta, layer > 0,
                      layer > 0 and act_kind[layer - 1] == ACT_SIGMOID, alpha_, params, grads,
                      state_a, state_b, solver, lr, mom, b1, b2, eps)
+        if n_lin > 0 and layer == lin_layer + 1:
+            # The code's delta from the linear path's decoder term (the code is linear).
+            for r in range(b):
+                d_row = new_delta[r]
+                l_row = lin_delta[r]
+                for j in range(n_lin):
+                    d_row[j] += l_row[j]
         delta = new_delta
     return loss
 
 
 @njit
 def batch_loss_grad(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
-                    delta_a, delta_b):
+                    delta_a, delta_b, lin):
     """Loss of one batch and the gradient of its mean into ``grads`` (no update).
+
+    ``lin``: the linear path (see :func:`batch_step`), or an array with no rows.
 
     Returns the summed (not averaged) loss of the batch, without the L2 term.
     """
     empty = np.empty(0, params.dtype)
     return batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts,
-                      act_off, delta_a, delta_b, empty, empty, 1, SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0)
+                      act_off, delta_a, delta_b, empty, empty, 1, SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0,
+                      lin)
 
 
 @njit(parallel=True)
@@ -350,12 +386,14 @@ def finetune_epoch(
     act_off,
     delta_a,
     delta_b,
+    lin,
 ):
     """One epoch of minibatch backprop over the rows ``order`` of ``X``.
 
     ``solver`` 0 is SGD with momentum (``state_a`` the velocity), 1 is Adam (``state_a``,
     ``state_b`` the moment estimates). ``step`` is the number of updates made so far.
-    ``Xb`` is a ``(batch_size, n_features)`` gather buffer.
+    ``Xb`` is a ``(batch_size, n_features)`` gather buffer. ``lin`` is the linear path
+    (see :func:`batch_step`), or an array with no rows.
 
     Returns
     -------
@@ -376,7 +414,7 @@ def finetune_epoch(
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon)
+                            learning_rate, momentum, beta1, beta2, epsilon, lin)
     return total, step
 
 
@@ -384,7 +422,7 @@ def finetune_epoch(
 def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, params, grads,
                        state_a, state_b, step, solver, learning_rate, momentum, beta1, beta2,
                        epsilon, alpha, batch_size, shapes, w_off, b_off, act_kind, loss_kind, Xb,
-                       acts, act_off, delta_a, delta_b):
+                       acts, act_off, delta_a, delta_b, lin):
     """:func:`finetune_epoch` over the rows of a CSR matrix ``(data, indices, indptr)``.
 
     Each minibatch is densified into ``Xb`` (standardised with ``mean`` and ``scale`` when
@@ -402,7 +440,7 @@ def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, p
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon)
+                            learning_rate, momentum, beta1, beta2, epsilon, lin)
     return total, step
 
 
@@ -445,7 +483,7 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
 def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, solver, learning_rate,
                              momentum, beta1, beta2, epsilon, alpha, batch_size, shapes, w_off,
                              b_off, act_kind, loss_kind, Xb, acts, act_off, delta_a, delta_b,
-                             code_layer, q_lo, q_step, q_levels, q_noise):
+                             lin, code_layer, q_lo, q_step, q_levels, q_noise):
     """:func:`finetune_epoch` with the code layer quantized (:func:`quantize_code_layer`).
 
     ``q_noise`` holds one row of uniform noise per row of ``order`` (in that order), or
@@ -467,6 +505,6 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon, code_layer, q_lo,
-                            q_step, q_levels, q_noise[start : start + b])
+                            learning_rate, momentum, beta1, beta2, epsilon, lin, code_layer,
+                            q_lo, q_step, q_levels, q_noise[start : start + b])
     return total, step
