@@ -27,7 +27,8 @@ coldstart ``import skdae`` vs ``import sklearn.decomposition`` in fresh processe
 scaling   CD-1 epoch of skdae and of the GEMM floor against the number of samples and
           against the layer width.
 memory    Peak resident memory of a process fitting the paper's model (1000, 500, 196) on
-          60,000 images (pretrain_epochs=1, max_iter=1), against 2 x data + 300 MB.
+          60,000 images (pretrain_epochs=1, max_iter=1, and again with 2 epochs per RBM,
+          when pretraining stores the 500-unit layer), against 2 x data + 300 MB.
 profile   Where skdae's epochs lose time: CD-1 and fine-tuning epochs of skdae and of the
           floor on one thread and on all cores (work outside the GEMMs vs threading), and
           a cProfile of one RBM.fit (Python-level time around the compiled kernels).
@@ -772,8 +773,8 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tic = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    RBMStackAutoencoder({layers!r}, code_units="sigmoid", pretrain_epochs=1, max_iter=1,
-                        random_state=0).fit(X)
+    RBMStackAutoencoder({layers!r}, code_units="sigmoid", pretrain_epochs={epochs},
+                        max_iter=1, random_state=0).fit(X)
 print(json.dumps({{"maxrss_before_fit_kb": before, "fit_s": time.perf_counter() - tic,
                   "data_bytes": X.nbytes}}))
 """
@@ -790,9 +791,10 @@ print(json.dumps(out))
 """
 
 
-def memory_run(n):
+def memory_run(n, pretrain_epochs=1):
     """Peak RSS (MB) of a fresh process that loads ``n`` images and fits the paper's model."""
-    code = MEMORY_CHILD.format(bench_dir=str(Path(__file__).resolve().parent), n=n, layers=AUTOENCODER)
+    code = MEMORY_CHILD.format(bench_dir=str(Path(__file__).resolve().parent), n=n, layers=AUTOENCODER,
+                               epochs=pretrain_epochs)
     proc = subprocess.run([sys.executable, "-c", MEMORY_WRAPPER, code], capture_output=True, text=True,
                           timeout=3600)
     if proc.returncode:
@@ -800,7 +802,8 @@ def memory_run(n):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     peak_mb = out["maxrss_children_kb"] * 1024 / 1e6
     before_mb = out["maxrss_before_fit_kb"] * 1024 / 1e6
-    return {"n_samples": n, "data_mb": out["data_bytes"] / 1e6, "peak_before_fit_mb": before_mb,
+    return {"n_samples": n, "pretrain_epochs": pretrain_epochs, "data_mb": out["data_bytes"] / 1e6,
+            "peak_before_fit_mb": before_mb,
             "peak_rss_mb": peak_mb, "fit_adds_mb": peak_mb - before_mb, "fit_s": out["fit_s"]}
 
 
@@ -812,14 +815,21 @@ def bench_memory(n):
     memory_run(small)
     baseline = memory_run(small)
     result = memory_run(n)
+    # Two epochs per RBM: in memory, pretraining then stores the hidden means of the
+    # layers no wider than the input (the 500-unit layer) instead of recomputing them at
+    # every epoch (skdae._pretraining.pretrain_stack), so a long fit peaks higher.
+    multi_epoch = memory_run(n, pretrain_epochs=2)
+    target = 2 * result["data_mb"] + TARGET_MEMORY_EXTRA_MB
+    multi_epoch.update(target_mb=target, peak_over_data=multi_epoch["peak_rss_mb"] / multi_epoch["data_mb"])
     result.update(
         model=f"RBMStackAutoencoder({AUTOENCODER}, code_units='sigmoid', pretrain_epochs=1, max_iter=1)",
-        target_mb=2 * result["data_mb"] + TARGET_MEMORY_EXTRA_MB,
+        target_mb=target,
         peak_over_data=result["peak_rss_mb"] / result["data_mb"],
         baseline=baseline,
+        pretrain_epochs_2=multi_epoch,
     )
-    print(markdown_table([baseline, result], [
-        ("n_samples", "images", "d"), ("data_mb", "data MB", ".0f"),
+    print(markdown_table([baseline, result, multi_epoch], [
+        ("n_samples", "images", "d"), ("pretrain_epochs", "epochs per RBM", "d"), ("data_mb", "data MB", ".0f"),
         ("peak_before_fit_mb", "peak RSS after imports + load, MB", ".0f"),
         ("peak_rss_mb", "peak RSS of the process, MB", ".0f"), ("fit_adds_mb", "fit adds, MB", ".0f"),
         ("target_mb", "target MB", ".0f"), ("fit_s", "fit s", ".1f"),
@@ -1030,6 +1040,10 @@ def check_targets(results):
     if mem:
         add(f"peak RSS MB ({mem['n_samples']} images)", mem["peak_rss_mb"], f"<= {mem['target_mb']:.0f}",
             mem["peak_rss_mb"] <= mem["target_mb"])
+        multi = mem.get("pretrain_epochs_2")
+        if multi:
+            add(f"peak RSS MB ({multi['n_samples']} images, 2 epochs per RBM)", multi["peak_rss_mb"],
+                f"<= {multi['target_mb']:.0f}", multi["peak_rss_mb"] <= multi["target_mb"])
     return checks
 
 

@@ -13,9 +13,14 @@ import numpy as np
 
 from ._base import epoch_rng, epoch_seeds, readonly, thread_limits
 from ._kernels._codes import HIDDEN_KIND, VISIBLE_KIND
-from ._stream import ArrayRows, CsrBlock, EncodedRows, spill
+from ._stream import ArrayRows, CsrBlock, EncodedRows, GatheredRows, spill
 
-# Rows per chunk when encoding the data for the next layer: bounds the scratch memory.
+# Rows per chunk when encoding the data for the next layer, and (rounded down to whole
+# batches) per piece of an epoch's order of GatheredRows: bounds the scratch memory
+# (4000 rows of the paper's 784 inputs and 1000 units: 29 MB). Pieces and chunks this
+# large give BLAS the same blocking per row as encoding all rows at once, so gathered and
+# stored rows are bitwise equal on MNIST; on tiny matrices OpenBLAS may round the last
+# bit differently with the number of rows.
 _CHUNK_ROWS = 4096
 
 # How an upper RBM of a streamed fit gets its data: "recompute" runs every chunk through
@@ -165,13 +170,36 @@ class CDTrainer:
             for i, chunk in chunks:
                 order = rows_order(rng, data, i, chunk)
                 seed = epoch_seeds(rng, 1)[0]
+                error_cols = np.zeros(data.n_features, np.float64)
                 if isinstance(chunk, CsrBlock):
                     total += kernels.cd_epoch_csr(
                         chunk.data, chunk.indices, chunk.indptr, chunk.mean, chunk.scale,
-                        chunk.standardize, order, *params, *hyper, seed, *buffers)
+                        chunk.standardize, order, *params, *hyper, seed, *buffers, 0,
+                        error_cols)
+                elif data.gathers:
+                    total += self._gathered_chunk(data, chunk, order, params, hyper, seed,
+                                                  buffers, error_cols)
                 else:
-                    total += kernels.cd_epoch(chunk, order, *params, *hyper, seed, *buffers)
+                    total += kernels.cd_epoch(chunk, order, *params, *hyper, seed, *buffers, 0,
+                                              error_cols)
         return total
+
+    def _gathered_chunk(self, data, chunk, order, params, hyper, seed, buffers, error_cols):
+        """The kernel over a chunk of :class:`~skdae._stream.GatheredRows`, a piece of its
+        order at a time: each piece (a whole number of batches) is gathered and encoded,
+        then trained on as batches ``first_batch, ...`` of the one epoch-long stream."""
+        from ._kernels import _rbm as kernels
+
+        batch = hyper[-1]
+        piece = max(batch, _CHUNK_ROWS // batch * batch)
+        in_order = np.arange(min(piece, len(order)), dtype=np.int64)
+        error = 0.0
+        for start in range(0, len(order), piece):
+            rows = order[start : start + piece]
+            encoded = data.gather(chunk, rows)
+            error = kernels.cd_epoch(encoded, in_order[: len(rows)], *params, *hyper, seed,
+                                     *buffers, start // batch, error_cols)
+        return error
 
     def _restore(self, snapshot):
         for current, saved in zip(self._state(), snapshot):
@@ -188,42 +216,59 @@ def _warn_interrupted(label, n_epochs, rolled_back):
     )
 
 
-def next_layer_data(data, W, b_hid, store):
-    """Hidden means of ``data`` (Bernoulli units), written into the flat buffer ``store``.
+def next_layer_data(data, layers, store):
+    """Hidden means of ``data`` through the frozen Bernoulli ``layers`` (a list of
+    ``(W, b_hid)``, applied in turn), written into the flat buffer ``store``.
 
-    ``data`` may itself live in ``store``: rows are encoded in chunks through a small
-    scratch array and written back at ``row * n_hidden``. Row ``r`` of ``data`` starts at
-    ``r * n_visible``, so once rows ``< r1`` have been read, writing rows ``< r1`` of the
-    result (ending at ``r1 * n_hidden``) can only overwrite rows already consumed as long
-    as ``n_hidden <= n_visible`` — the next layer is never wider when ``data`` is in
-    ``store``. This saves the memory of a second activation array (120 MB for the paper's
-    second layer on 60,000 images).
+    ``data`` may itself live in ``store``: rows are encoded in chunks through small
+    scratch arrays and written back at ``row * n_out``. Row ``r`` of ``data`` starts at
+    ``r * n_in``, so once rows ``< r1`` have been read, writing rows ``< r1`` of the
+    result (ending at ``r1 * n_out``) can only overwrite rows already consumed as long
+    as ``n_out <= n_in``; the caller never stores a wider layer over a narrower one.
+    This saves the memory of a second activation array.
     """
     from ._kernels import _rbm as kernels
 
-    n, n_hid = data.shape[0], W.shape[0]
-    in_store = data.base is not None and np.shares_memory(data, store)
-    if in_store and n_hid > data.shape[1]:
-        store = np.empty(n * n_hid, store.dtype)  # would overwrite unread rows
-    out = store[: n * n_hid].reshape(n, n_hid)
-    scratch = np.empty((min(_CHUNK_ROWS, n), n_hid), store.dtype)
+    n, n_out = data.shape[0], layers[-1][0].shape[0]
+    if n_out > data.shape[1] and data.base is not None and np.shares_memory(data, store):
+        raise ValueError("a wider layer would overwrite rows of the narrower one not yet read")
+    out = store[: n * n_out].reshape(n, n_out)
+    rows = min(_CHUNK_ROWS, n)
+    scratch = [np.empty((rows, W.shape[0]), store.dtype) for W, _ in layers]
     for r0 in range(0, n, _CHUNK_ROWS):
         r1 = min(n, r0 + _CHUNK_ROWS)
-        kernels.hidden_means(data[r0:r1], W, b_hid, 0, scratch[: r1 - r0])
-        out[r0:r1] = scratch[: r1 - r0]
+        src = data[r0:r1]
+        for (W, b_hid), buffer in zip(layers, scratch):
+            kernels.hidden_means(src, W, b_hid, 0, buffer[: r1 - r0])
+            src = buffer[: r1 - r0]
+        out[r0:r1] = src
     return readonly(out)
 
 
 def next_layer_rows(data, W, b_hid, store, epochs):
     """The next RBM's training data: the hidden means of ``data`` under ``(W, b_hid)``.
 
-    In memory, all rows are encoded once into ``store`` (:func:`next_layer_data`). Out of
-    core, :data:`UPPER_LAYERS` decides: recompute them chunk by chunk at every one of the
-    ``epochs``, or spill them once to a temporary memory-mapped file.
+    In memory, the rows are encoded once into ``store`` (:func:`next_layer_data`) when
+    they fit in it (see :func:`pretrain_stack`) and can be written over the rows they are
+    computed from; otherwise they are :class:`~skdae._stream.GatheredRows`, encoded from
+    the last stored layer a piece of each epoch's order at a time. Both give the same
+    rows in the same order, so the same model. Out of core, :data:`UPPER_LAYERS` decides:
+    recompute them chunk by chunk at every one of the ``epochs``, or spill them once to a
+    temporary memory-mapped file.
     """
-    if isinstance(data, ArrayRows) and not isinstance(data.Xs, np.memmap):
-        rows = ArrayRows(next_layer_data(data.Xs, W, b_hid, store), data.chunk_rows)
-        rows.holdout = data.holdout
+    if data.gathers or (isinstance(data, ArrayRows) and not isinstance(data.Xs, np.memmap)):
+        base, layers = (data.base, data.layers) if data.gathers else (data, [])
+        if data.gathers:
+            data.release()  # the last RBM's piece buffers, before this layer's are made
+        layers = [*layers, (W, b_hid)]
+        n_out = W.shape[0]
+        fits = store is not None and base.n_samples * n_out <= store.size
+        overwrites_unread = (fits and n_out > base.n_features and base.Xs.base is not None
+                             and np.shares_memory(base.Xs, store))
+        if not fits or overwrites_unread:
+            return GatheredRows(base, layers)
+        rows = ArrayRows(next_layer_data(base.Xs, layers, store), base.chunk_rows)
+        rows.holdout = base.holdout
         return rows
     encoded = EncodedRows(data, W, b_hid)
     return spill(encoded, SPILL_DIR) if _spill_pays(encoded, epochs) else encoded
@@ -279,10 +324,17 @@ def pretrain_stack(data, encoder, unit_types, trainer_settings, epochs, *, key, 
     curves = [[] for _ in encoder]
     store = None
     if isinstance(data, ArrayRows) and not isinstance(data.Xs, np.memmap):
-        # One buffer holds the current layer's training data (the hidden means of the
-        # layer below) for every intermediate layer in turn; see next_layer_data.
-        widest = max((W.shape[0] for W, _, _ in encoder[:-1]), default=0)
-        store = np.empty(data.n_samples * widest, data.dtype)
+        # One buffer holds an upper layer's training data (the hidden means of the layers
+        # below) for every intermediate layer in turn (see next_layer_data), but only
+        # for layers no wider than the input: the buffer is never larger than the data,
+        # so a fit holds at most one more data-sized array. A wider layer's rows are
+        # gathered and encoded a piece at a time at every epoch (GatheredRows), which
+        # costs a forward pass through the layers below the stored one per epoch; with
+        # one epoch per RBM that is the pass storing would cost, so nothing is stored
+        # (as UPPER_LAYERS="auto" decides out of core).
+        stored = [W.shape[0] for W, _, _ in encoder[:-1] if W.shape[0] <= data.n_features]
+        if stored and epochs >= 2:
+            store = np.empty(data.n_samples * max(stored), data.dtype)
     for layer, ((W, b_vis, b_hid), (visible, hidden)) in enumerate(zip(encoder, unit_types)):
         trainer = CDTrainer(W, b_vis, b_hid, visible, hidden, persistent=False,
                             **trainer_settings(visible, hidden))

@@ -248,10 +248,12 @@ class Rows:
 
     Subclasses define :meth:`load` (chunk ``i`` as a C-contiguous read-only array, or a
     :class:`CsrBlock`) and :meth:`raw` (rows of chunk ``i`` in input units, dense, for
-    validation).
+    validation). With ``gathers``, a chunk holds the rows in the units of another layer,
+    and a trainer must read them through ``gather`` (see :class:`GatheredRows`).
     """
 
     prefetch = False
+    gathers = False
 
     def __init__(self, n_samples, n_features, dtype, chunk_rows):
         self.n_samples, self.n_features, self.dtype = n_samples, n_features, np.dtype(dtype)
@@ -392,6 +394,49 @@ class EncodedRows(Rows):
         # The base's reads run ahead in its thread; the kernels run here.
         for i, chunk in self.base.chunks(order):
             yield i, self.encode(chunk)
+
+
+class GatheredRows(Rows):
+    """Rows of an in-memory ``base`` (:class:`ArrayRows`) as the hidden means of frozen
+    Bernoulli layers ``layers = [(W, b_hid), ...]`` see them, never stored whole.
+
+    The chunks and their shuffled orders are the base's; a trainer gathers the rows of
+    a piece of an order (:meth:`gather`) and encodes only them, so an upper RBM trains on
+    exactly the rows a stored copy would give it, through buffers of a piece's size
+    instead of an array as large as the data.
+    """
+
+    gathers = True
+
+    def __init__(self, base, layers):
+        super().__init__(base.n_samples, layers[-1][0].shape[0], layers[-1][0].dtype,
+                         base.chunk_rows)
+        self.base, self.layers = base, layers
+        self.holdout = base.holdout
+        self._buffers = None
+
+    def load(self, i):
+        return self.base.load(i)
+
+    def gather(self, chunk, rows):
+        """Hidden means of ``chunk[rows]`` through every layer (a view of a buffer
+        reused by the next call)."""
+        from ._kernels import _rbm as kernels
+
+        n = len(rows)
+        widths = [chunk.shape[1]] + [W.shape[0] for W, _ in self.layers]
+        if self._buffers is None or self._buffers[0].shape[0] < n:
+            self._buffers = [np.empty((n, w), self.dtype) for w in widths]
+        out = self._buffers[0][:n]
+        np.take(chunk, rows, axis=0, out=out)
+        for (W, b_hid), buffer in zip(self.layers, self._buffers[1:]):
+            out, src = buffer[:n], out
+            kernels.hidden_means(src, W, b_hid, 0, out)
+        return out
+
+    def release(self):
+        """Drop the piece buffers (made again by the next :meth:`gather`)."""
+        self._buffers = None
 
 
 def spill(rows, directory=None):

@@ -564,7 +564,8 @@ def test_fit_succeeds_for_any_small_configuration(n_samples, n_features, hidden,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_next_layer_data_reuses_the_buffer_without_corrupting_rows(dtype):
-    """Pretraining writes each layer's hidden means over the layer below's, in place."""
+    """Pretraining writes each layer's hidden means over the layer below's, in place,
+    and through several frozen layers at once from the input."""
     from skdae._pretraining import next_layer_data
 
     rng = np.random.RandomState(0)
@@ -574,12 +575,17 @@ def test_next_layer_data_reuses_the_buffer_without_corrupting_rows(dtype):
     W1, b1 = (0.3 * rng.randn(n_mid, n_vis)).astype(dtype), rng.randn(n_mid).astype(dtype)
     W2, b2 = (0.3 * rng.randn(n_top, n_mid)).astype(dtype), rng.randn(n_top).astype(dtype)
     with threadpool_limits(1, "blas"):
-        H1 = next_layer_data(X, W1, b1, store)
+        H1 = next_layer_data(X, [(W1, b1)], store)
         assert np.shares_memory(H1, store)
         expected1 = 1 / (1 + np.exp(-(X.astype(float) @ W1.T.astype(float) + b1)))
         assert_allclose(H1, expected1, rtol=1e-5 if dtype == np.float32 else 1e-12)
         H1_copy = np.array(H1)
-        H2 = next_layer_data(H1, W2, b2, store)
+        H2 = next_layer_data(H1, [(W2, b2)], store)
         assert np.shares_memory(H2, store)
         expected2 = 1 / (1 + np.exp(-(H1_copy.astype(float) @ W2.T.astype(float) + b2)))
         assert_allclose(H2, expected2, rtol=1e-5 if dtype == np.float32 else 1e-12)
+        # Both layers in one pass over the input: the same rows, bit for bit.
+        H2_copy = np.array(H2)
+        assert_array_equal(next_layer_data(X, [(W1, b1), (W2, b2)], store), H2_copy)
+        with pytest.raises(ValueError, match="wider layer"):
+            next_layer_data(H2, [(W1[:, :n_top], b1)], store)

@@ -322,7 +322,8 @@ def test_parallel_kernels_refuse_buffers_too_small_for_their_gemms(kernel):
             rk.cd_epoch(
                 _readonly(V.copy()), np.arange(n), p["W"], p["b_vis"], p["b_hid"], p["vel_W"],
                 p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0, n,
-                np.int64(1), V_stack, np.empty((2 * n, n_hid)), np.empty((n, n_hid)),
+                np.int64(1), V_stack, np.empty((2 * n, n_hid)), np.empty((n, n_hid)), 0,
+                np.zeros(n_vis),
             )
 
 
@@ -588,19 +589,26 @@ def reference_cd_epoch(X, order, W, b_vis, b_hid, vel_W, vel_vis, vel_hid, visib
 
 
 def run_cd_epoch(X, order, params, visible_kind, hidden_kind, cd_steps, persistent, lr,
-                 momentum, weight_decay, batch_size, seed, dtype):
-    """Call the kernel as ``CDTrainer.run`` does (buffers, read-only data); returns copies."""
+                 momentum, weight_decay, batch_size, seed, dtype, pieces=1):
+    """Call the kernel as ``CDTrainer.run`` does (buffers, read-only data); returns copies.
+
+    With ``pieces > 1`` the epoch's order is cut into that many runs of whole batches,
+    one call each, as pretraining trains on gathered rows."""
     p = {k: np.array(v, dtype) for k, v in params.items()}
     n_hid, n_vis = p["W"].shape
     Xd = np.ascontiguousarray(X, dtype)
     Xd.flags.writeable = False
-    error = rk.cd_epoch(
-        Xd, order, p["W"], p["b_vis"], p["b_hid"], p["vel_W"], p["vel_vis"], p["vel_hid"],
-        visible_kind, hidden_kind, cd_steps, persistent, p["chain"], lr, momentum,
-        weight_decay, batch_size, np.int64(seed),
-        np.empty((2 * batch_size, n_vis), dtype), np.empty((2 * batch_size, n_hid), dtype),
-        np.empty((batch_size, n_hid), dtype),
-    )
+    error_cols = np.zeros(n_vis)
+    n_batches = -(-len(order) // batch_size)
+    cuts = np.linspace(0, n_batches, pieces + 1).astype(int) * batch_size
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        error = rk.cd_epoch(
+            Xd, order[start:stop], p["W"], p["b_vis"], p["b_hid"], p["vel_W"], p["vel_vis"],
+            p["vel_hid"], visible_kind, hidden_kind, cd_steps, persistent, p["chain"], lr,
+            momentum, weight_decay, batch_size, np.int64(seed),
+            np.empty((2 * batch_size, n_vis), dtype), np.empty((2 * batch_size, n_hid), dtype),
+            np.empty((batch_size, n_hid), dtype), start // batch_size, error_cols,
+        )
     p["error"] = error
     return p
 
@@ -717,6 +725,39 @@ def test_cd_epoch_float32_close_to_float64(persistent, cd_steps):
         assert got32[name].dtype == np.float32
         assert_allclose(got32[name], got64[name], rtol=1e-4, atol=1e-4, err_msg=name)
     assert_allclose(got32["error"], got64["error"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_cd_epoch_in_pieces_is_one_epoch(persistent):
+    """An epoch run as several calls over consecutive runs of whole batches (with
+    ``first_batch`` and one ``error_cols``) draws the same streams and makes the same
+    updates as one call: bit for bit."""
+    rng = np.random.RandomState(11)
+    n, n_vis, n_hid, batch_size = 57, 7, 5, 8
+    X = cd_data(rng, n, n_vis, 0)
+    order = rng.permutation(n)
+    params = random_rbm(rng, n_vis, n_hid, batch_size, 0)
+    args = (0, 0, 1, persistent, 0.1, 0.5, 2e-4, batch_size, 5, np.float32)
+    whole = run_cd_epoch(X, order, params, *args)
+    pieces = run_cd_epoch(X, order, params, *args, pieces=3)
+    for name in ("W", "b_vis", "b_hid", "vel_W", "vel_vis", "vel_hid", "chain", "error"):
+        assert_array_equal(pieces[name], whole[name], err_msg=name)
+    shifted = run_cd_epoch(X, order, params, *args[:-2], args[-2] + 1, args[-1])
+    assert not np.array_equal(shifted["W"], whole["W"])  # the streams do matter
+
+
+def test_cd_epoch_refuses_error_columns_of_the_wrong_length():
+    rng = np.random.RandomState(0)
+    n, n_vis, n_hid = 6, 5, 4
+    p = random_rbm(rng, n_vis, n_hid, n, 0)
+    p = {k: np.ascontiguousarray(v) for k, v in p.items()}
+    with pytest.raises(ValueError, match="error_cols"):
+        rk.cd_epoch(
+            _readonly(rng.rand(n, n_vis)), np.arange(n), p["W"], p["b_vis"], p["b_hid"],
+            p["vel_W"], p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0,
+            n, np.int64(1), np.empty((2 * n, n_vis)), np.empty((2 * n, n_hid)),
+            np.empty((n, n_hid)), 0, np.zeros(n_vis - 1),
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -297,6 +297,8 @@ def cd_epoch(
     V_stack,
     H_stack,
     H_sample,
+    first_batch,
+    error_cols,
 ):
     """One epoch of CD-k (or persistent CD) with momentum and L2 weight decay.
 
@@ -330,11 +332,18 @@ def cd_epoch(
         Positive statistics in the first ``b`` rows and negated negative statistics in the
         next ``b``, so one GEMM ``H_stack^T V_stack`` gives ``pos - neg``.
     H_sample : ndarray of shape (batch_size, n_hidden)
+    first_batch : int
+        Index of the first batch in the epoch's streams: an epoch may be run as several
+        calls over consecutive pieces of its order (each a whole number of batches), and
+        draws exactly what one call over the whole order would.
+    error_cols : ndarray of float64 of shape (n_visible,)
+        Per-visible-unit squared reconstruction error, accumulated across such calls
+        (zeroed by the caller at the start of the epoch).
 
     Returns
     -------
     squared_error : float
-        Sum over the epoch of the squared one-step reconstruction error.
+        Sum of ``error_cols``: the epoch's squared one-step reconstruction error so far.
     """
     dtype = W.dtype.type
     lr = dtype(learning_rate)
@@ -342,13 +351,14 @@ def cd_epoch(
     decay = dtype(learning_rate * weight_decay)
     n = order.shape[0]
     n_vis = W.shape[1]
-    error_cols = np.zeros(n_vis, np.float64)
+    if error_cols.shape[0] != n_vis:
+        raise ValueError("error_cols does not match the visible units")
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         gather_rows(X, order, start, V_stack[:b])
         _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
                   visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
-                  start // batch_size, error_cols)
+                  first_batch + start // batch_size, error_cols)
     squared_error = 0.0
     for j in range(n_vis):
         squared_error += error_cols[j]
@@ -359,13 +369,13 @@ def cd_epoch(
 def cd_epoch_csr(data, indices, indptr, mean, scale, standardize, order, W, b_vis, b_hid,
                  vel_W, vel_vis, vel_hid, visible_kind, hidden_kind, cd_steps, persistent, chain,
                  learning_rate, momentum, weight_decay, batch_size, seed, V_stack, H_stack,
-                 H_sample):
+                 H_sample, first_batch, error_cols):
     """:func:`cd_epoch` over the rows of a CSR matrix ``(data, indices, indptr)``.
 
     Each minibatch is densified into ``V_stack`` (standardised with ``mean`` and ``scale``
     when ``standardize``) just before its update; the matrix itself stays sparse. Same
-    random streams as :func:`cd_epoch`, so dense and sparse copies of the same data train
-    the same model.
+    random streams as :func:`cd_epoch` (and the same ``first_batch`` and ``error_cols``),
+    so dense and sparse copies of the same data train the same model.
     """
     dtype = W.dtype.type
     lr = dtype(learning_rate)
@@ -373,14 +383,15 @@ def cd_epoch_csr(data, indices, indptr, mean, scale, standardize, order, W, b_vi
     decay = dtype(learning_rate * weight_decay)
     n = order.shape[0]
     n_vis = W.shape[1]
-    error_cols = np.zeros(n_vis, np.float64)
+    if error_cols.shape[0] != n_vis:
+        raise ValueError("error_cols does not match the visible units")
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize,
                         V_stack[:b])
         _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
                   visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
-                  start // batch_size, error_cols)
+                  first_batch + start // batch_size, error_cols)
     squared_error = 0.0
     for j in range(n_vis):
         squared_error += error_cols[j]
