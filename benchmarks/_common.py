@@ -77,3 +77,19 @@ def write_json(name, payload):
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def save_error_curves(fig, ax, xlabel, name):
+    """Finish a plot of squared error per image (log scale) against ``xlabel`` and write
+    it to ``benchmarks/results/name``."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("squared error per image")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / name, dpi=80)
+    plt.close(fig)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, use_local_mnist  # noqa: E402
+from _common import RESULTS, machine, save_error_curves, use_local_mnist  # noqa: E402
 
 SETTINGS = {
     "paper": dict(hidden=(1000, 500, 196), n_train=20000, n_val=5000),
@@ -190,14 +190,9 @@ def plot(runs):
             per_epoch = r["n_train"] / SETTINGS[setting]["n_train"]
             x = per_epoch * np.arange(1, len(r["validation"]) + 1)
             ax.plot(x, r["validation"], label=f"{name} (best {r['best']:.3f})")
-        ax.set_xlabel("fine-tuning samples seen / training images")
-        ax.set_ylabel("held-out squared error per image")
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"recipe_search_{setting}.png", dpi=80)
-        plt.close(fig)
+        ax.set_title("held-out training images", fontsize=9)
+        save_error_curves(fig, ax, "fine-tuning samples seen / training images",
+                          f"recipe_search_{setting}.png")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, markdown_table, quality, use_local_mnist, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS, machine, markdown_table, quality, save_error_curves, use_local_mnist, write_json,
+)
 
 PUBLISHED = {"hs_autoencoder": 3.00, "hs_logistic_pca": 8.01, "hs_pca": 13.87}
 
@@ -326,14 +328,7 @@ def _figures(figures, curves, suffix):
             if curve["validation"]:
                 ax.plot(epochs, curve["validation"], ":", color=line.get_color(),
                         label=f"{name} held-out training images")
-        ax.set_xlabel("fine-tuning epoch")
-        ax.set_ylabel("squared error per image")
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"learning_curves{suffix}.png", dpi=80)
-        plt.close(fig)
+        save_error_curves(fig, ax, "fine-tuning epoch", f"learning_curves{suffix}.png")
 
 
 if __name__ == "__main__":

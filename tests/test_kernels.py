@@ -852,6 +852,17 @@ def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None, lin=None):
     return loss, grads
 
 
+def central_differences(f, params, h=1e-6):
+    """Gradient of the scalar function ``f`` at ``params`` by central differences."""
+    numeric = np.empty_like(params)
+    for i in range(params.size):
+        up, down = params.copy(), params.copy()
+        up[i] += h
+        down[i] -= h
+        numeric[i] = (f(up) - f(down)) / (2 * h)
+    return numeric
+
+
 def objective(Xb, net, loss_kind, alpha, params, lin=None):
     """What ``grads`` is the gradient of: batch mean loss + alpha / 2 * sum ||W||^2."""
     loss, _ = call_batch_loss_grad(Xb, net, loss_kind, alpha, params, lin)
@@ -880,16 +891,7 @@ def test_batch_loss_grad_matches_finite_differences(loss_kind, out_act, alpha, b
     assert np.isfinite(grads).all()
     assert_allclose(loss, numpy_loss(X, net, loss_kind), rtol=1e-12)
 
-    h = 1e-6
-    p = net["params"]
-    numeric = np.empty_like(p)
-    for i in range(p.size):
-        up, down = p.copy(), p.copy()
-        up[i] += h
-        down[i] -= h
-        f_up = objective(X, net, loss_kind, alpha, up)
-        f_down = objective(X, net, loss_kind, alpha, down)
-        numeric[i] = (f_up - f_down) / (2 * h)
+    numeric = central_differences(lambda p: objective(X, net, loss_kind, alpha, p), net["params"])
     assert_allclose(grads, numeric, rtol=1e-6, atol=1e-8)
 
 
@@ -908,15 +910,9 @@ def test_batch_loss_grad_with_linear_path_matches_finite_differences(sizes):
     loss, grads = call_batch_loss_grad(X, net, bp.LOSS_SQUARED_ERROR, 0.1, lin=lin)
     assert np.isfinite(grads).all()
     assert_allclose(loss, numpy_loss(X, net, bp.LOSS_SQUARED_ERROR, lin=lin), rtol=1e-12)
-    h = 1e-6
-    p = net["params"]
-    numeric = np.empty_like(p)
-    for i in range(p.size):
-        up, down = p.copy(), p.copy()
-        up[i] += h
-        down[i] -= h
-        numeric[i] = (objective(X, net, bp.LOSS_SQUARED_ERROR, 0.1, up, lin)
-                      - objective(X, net, bp.LOSS_SQUARED_ERROR, 0.1, down, lin)) / (2 * h)
+    numeric = central_differences(
+        lambda p: objective(X, net, bp.LOSS_SQUARED_ERROR, 0.1, p, lin), net["params"]
+    )
     assert_allclose(grads, numeric, rtol=1e-6, atol=1e-8)
 
 
