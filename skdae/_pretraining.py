@@ -180,8 +180,8 @@ class CDTrainer:
                     total += self._gathered_chunk(data, chunk, order, params, hyper, seed,
                                                   buffers, error_cols)
                 else:
-                    total += kernels.cd_epoch(chunk, order, *params, *hyper, seed, *buffers, 0,
-                                              error_cols)
+                    total += kernels.cd_epoch(readonly(chunk), order, *params, *hyper, seed,
+                                              *buffers, 0, error_cols)
         return total
 
     def _gathered_chunk(self, data, chunk, order, params, hyper, seed, buffers, error_cols):
@@ -197,8 +197,9 @@ class CDTrainer:
         for start in range(0, len(order), piece):
             rows = order[start : start + piece]
             encoded = data.gather(chunk, rows)
-            error = kernels.cd_epoch(encoded, in_order[: len(rows)], *params, *hyper, seed,
-                                     *buffers, start // batch, error_cols)
+            # Read-only like every other chunk, so that cd_epoch compiles one signature.
+            error = kernels.cd_epoch(readonly(encoded), in_order[: len(rows)], *params,
+                                     *hyper, seed, *buffers, start // batch, error_cols)
         return error
 
     def _restore(self, snapshot):
