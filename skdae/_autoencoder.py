@@ -1,7 +1,8 @@
 """Deep autoencoder pretrained as a stack of RBMs, then fine-tuned by backprop.
 
 The estimator holds validation, initialisation and inference; the work is elsewhere:
-:mod:`skdae._network` (the flat parameter vector and its views), :mod:`skdae._pretraining`
+:mod:`skdae._network` (the flat parameter vector and its views), :mod:`skdae._linear_path`
+(the PCA path inside the network), :mod:`skdae._pretraining`
 (greedy CD training of the stack), :mod:`skdae._finetuning` (the backprop loop),
 :mod:`skdae._optimizers` and the Numba kernels in :mod:`skdae._kernels`.
 """
@@ -21,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import VisibleUnitsMixin, new_seed, stop_on_ctrl_c
 from ._finetuning import FineTuner
+from ._linear_path import LinearPathMixin, principal_axes
 from ._network import (
     activation_kinds,
     check_fitted_state,
@@ -28,7 +30,6 @@ from ._network import (
     glorot,
     layer_views,
     make_layout,
-    principal_axes,
     unroll,
     unrolled_sizes,
 )
@@ -40,12 +41,11 @@ from .augment import RandomDeformation
 # Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1, the
 # partial_fit schedule 2).
 _PRETRAIN_STREAM = 0
-# Stream of the decoder's initial weights with the linear path.
-_LINEAR_PATH_STREAM = 3
 
 
 class RBMStackAutoencoder(
-    VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    LinearPathMixin, VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+    BaseEstimator,
 ):
     """Deep autoencoder pretrained greedily as a stack of RBMs and fine-tuned by backprop.
 
@@ -535,55 +535,12 @@ class RBMStackAutoencoder(
         self.t_ = 0
         reset_schedule(self, pretraining=False)
 
-    def _shared_scale(self):
-        return self._resolve_linear_path()
-
     def _resolve_early_stopping(self, n_samples):
         if self.early_stopping != "auto":
             return bool(self.early_stopping)
         # "auto" holds rows out only where there is something to hold out.
         n_val = int(round(self.validation_fraction * n_samples))
         return self._resolve_linear_path() and 1 <= n_val < n_samples
-
-    def _resolve_linear_path(self):
-        linear_units = self.visible_units_ == "gaussian" and self.code_units == "linear"
-        if self.linear_path == "auto":
-            return linear_units
-        if self.linear_path and not linear_units:
-            raise ValueError(
-                "linear_path=True needs Gaussian visible units and code_units='linear' (a "
-                "PCA path adds to linear codes and outputs); the training data resolved "
-                f"visible_units to {self.visible_units_!r} and code_units is "
-                f"{self.code_units!r}. Use visible_units='gaussian' and code_units='linear', "
-                "or linear_path='auto'."
-            )
-        return bool(self.linear_path)
-
-    def _start_linear_path(self):
-        """With the linear path, start the network at PCA once the stack is built (after
-        pretraining, or after the scheduled pretraining's last pass): the layers that
-        feed the code and the output start at zero, so the network is exactly PCA until
-        fine-tuning moves it; the other decoder layers start from Glorot-uniform weights
-        and zero biases rather than the transposed RBMs, which would read the RBM's code,
-        not PCA's (and in experiments left the decoder stuck at PCA)."""
-        if not self.linear_path_:
-            return
-        n_layers = len(self._layer_sizes) // 2
-        rng = np.random.RandomState(
-            np.random.SeedSequence((self._seed, _LINEAR_PATH_STREAM)).generate_state(4))
-        for layer in range(n_layers, 2 * n_layers - 1):
-            n_in, n_out = self.coefs_[layer].shape
-            self.coefs_[layer][...] = glorot(rng, n_in, n_out, self._dtype)
-            self.intercepts_[layer][...] = 0
-        for layer in (n_layers - 1, 2 * n_layers - 1):
-            self.coefs_[layer][...] = 0
-            self.intercepts_[layer][...] = 0
-
-    def _linear_path_kernel_argument(self):
-        """``components_``, or an array with no rows: the kernels' ``lin``."""
-        if self.linear_path_:
-            return self.components_
-        return np.empty((0, self.n_features_in_), self._dtype)
 
     def _check_augmentation(self, data):
         """Refuse ``augmentation`` on data it cannot deform, before any training."""

@@ -126,39 +126,6 @@ def unroll(encoder, layout, rng, dtype, decoder_from_encoder):
     return pack(coefs, intercepts, layout, dtype)
 
 
-def principal_axes(data, n_components):
-    """The first ``n_components`` principal axes of the training rows of ``data``
-    (:class:`skdae._stream.Rows`, in visible units), as rows of a ``(n_components,
-    n_features)`` array of ``data.dtype``.
-
-    The rows are standardised (mean zero), so the axes are the eigenvectors of their Gram
-    matrix, accumulated in float64 one piece of a chunk at a time (never a dense copy of
-    the data). Signs follow scikit-learn's ``svd_flip``: the largest entry of each axis
-    is positive. Axes beyond the data's rank are rows of zeros.
-    """
-    from ._stream import dense_pieces
-
-    n_features = data.n_features
-    gram = np.zeros((n_features, n_features))
-    for i in range(data.n_chunks):
-        train = data.train_rows(i)
-        for r0, r1, piece in dense_pieces(data.load(i), CHUNK_ROWS):
-            if train is not None:
-                piece = piece[train[(train >= r0) & (train < r1)] - r0]
-            piece = piece.astype(np.float64)
-            gram += piece.T @ piece
-    eigenvalues, eigenvectors = np.linalg.eigh(gram)
-    order = np.argsort(eigenvalues)[::-1][: min(n_components, n_features)]
-    kept = eigenvalues[order]
-    # Directions of (numerically) zero variance would be arbitrary: leave them out.
-    kept_rank = int((kept > max(kept[0], 0.0) * n_features * np.finfo(np.float64).eps).sum())
-    axes = np.zeros((n_components, n_features))
-    axes[:kept_rank] = eigenvectors[:, order[:kept_rank]].T
-    largest = np.argmax(np.abs(axes), axis=1)
-    axes *= np.where(axes[np.arange(n_components), largest] < 0, -1.0, 1.0)[:, None]
-    return np.ascontiguousarray(axes, data.dtype)
-
-
 def forward(X, params, layout, act_kind, first, stop, n_jobs):
     """Run layers ``first .. stop - 1`` on the rows of ``X`` (kernel dtype, C order)."""
     from ._kernels import _backprop as kernels
