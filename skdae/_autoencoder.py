@@ -623,6 +623,11 @@ class RBMStackAutoencoder(
         )
 
     def _fine_tune(self, data, epochs, stop, *, warn_max_iter):
+        self._fine_tuner(data).run(data, epochs, stop, warn_max_iter=warn_max_iter)
+
+    def _fine_tuner(self, data):
+        """A :class:`~skdae._finetuning.FineTuner` of this model on ``data``, its
+        parameters and optimiser state made writable."""
         layout = self._check_fitted_state(check_values=False)
         if not self._params.flags.writeable:
             # Read-only after loading from a memory map: train on a copy.
@@ -630,8 +635,7 @@ class RBMStackAutoencoder(
         if self._optimizer_state is not None:
             self._optimizer_state = {k: np.require(v, requirements="W")
                                      for k, v in self._optimizer_state.items()}
-        tuner = FineTuner(self, layout, self._activations(), data.n_train(), data.n_features)
-        tuner.run(data, epochs, stop, warn_max_iter=warn_max_iter)
+        return FineTuner(self, layout, self._activations(), data.n_train(), data.n_features)
 
     # ------------------------------------------------------------- fitted state
 

@@ -320,23 +320,17 @@ class Codec(BaseEstimator):
     def _quantization_aware_fine_tune(self, X):
         """Fine-tune ``model_`` (a copy) with the quantizer in its code layer."""
         from ._base import stop_on_ctrl_c
-        from ._finetuning import CodeQuantizer, FineTuner
+        from ._finetuning import CodeQuantizer
 
         ae = self.model_
         X2 = np.asarray(X).reshape(X.shape[0], -1)
         data = ae._training_rows(X2, reset=False)
-        layout = ae._check_fitted_state(check_values=False)
-        if not ae._params.flags.writeable:
-            ae._set_parameter_vector(ae._params.copy())
-        if ae._optimizer_state is not None:
-            ae._optimizer_state = {k: np.require(v, requirements="W")
-                                   for k, v in ae._optimizer_state.items()}
         # The copy's bookkeeping tracked the unquantized loss: start the count afresh.
         ae.best_loss_, ae._no_improvement_count = None, 0
-        tuner = FineTuner(ae, layout, ae._activations(), data.n_train(), data.n_features)
+        tuner = ae._fine_tuner(data)
         n_levels = np.left_shift(1, self.unit_bits_)
         tuner.code_quantizer = CodeQuantizer(
-            code_layer=layout.shapes.shape[0] // 2 - 1,
+            code_layer=tuner.layout.shapes.shape[0] // 2 - 1,
             lo=self.code_min_,
             step=_rate.steps(self.code_min_, self.code_max_, self.unit_bits_),
             n_levels=n_levels,
