@@ -13,7 +13,7 @@ import numpy as np
 
 from ._base import epoch_rng, epoch_seeds, readonly, thread_limits
 from ._kernels._codes import HIDDEN_KIND, VISIBLE_KIND
-from ._stream import ArrayRows, CsrBlock, EncodedRows, GatheredRows, spill
+from ._stream import ArrayRows, CsrBlock, EncodedRows, GatheredRows, encode_through, spill
 
 # Rows per chunk when encoding the data for the next layer, and (rounded down to whole
 # batches) per piece of an epoch's order of GatheredRows: bounds the scratch memory
@@ -228,8 +228,6 @@ def next_layer_data(data, layers, store):
     as ``n_out <= n_in``; the caller never stores a wider layer over a narrower one.
     This saves the memory of a second activation array.
     """
-    from ._kernels import _rbm as kernels
-
     n, n_out = data.shape[0], layers[-1][0].shape[0]
     if n_out > data.shape[1] and data.base is not None and np.shares_memory(data, store):
         raise ValueError("a wider layer would overwrite rows of the narrower one not yet read")
@@ -238,11 +236,7 @@ def next_layer_data(data, layers, store):
     scratch = [np.empty((rows, W.shape[0]), store.dtype) for W, _ in layers]
     for r0 in range(0, n, _CHUNK_ROWS):
         r1 = min(n, r0 + _CHUNK_ROWS)
-        src = data[r0:r1]
-        for (W, b_hid), buffer in zip(layers, scratch):
-            kernels.hidden_means(src, W, b_hid, 0, buffer[: r1 - r0])
-            src = buffer[: r1 - r0]
-        out[r0:r1] = src
+        out[r0:r1] = encode_through(data[r0:r1], layers, scratch)
     return readonly(out)
 
 

@@ -396,6 +396,19 @@ class EncodedRows(Rows):
             yield i, self.encode(chunk)
 
 
+def encode_through(rows, layers, buffers):
+    """Hidden means of ``rows`` through the frozen Bernoulli ``layers`` (``(W, b_hid)``
+    pairs) in turn, each layer's written into the first ``len(rows)`` rows of its buffer
+    in ``buffers``; returns the last layer's."""
+    from ._kernels import _rbm as kernels
+
+    n = rows.shape[0]
+    for (W, b_hid), buffer in zip(layers, buffers):
+        kernels.hidden_means(rows, W, b_hid, 0, buffer[:n])
+        rows = buffer[:n]
+    return rows
+
+
 class GatheredRows(Rows):
     """Rows of an in-memory ``base`` (:class:`ArrayRows`) as the hidden means of frozen
     Bernoulli layers ``layers = [(W, b_hid), ...]`` see them, never stored whole.
@@ -421,18 +434,13 @@ class GatheredRows(Rows):
     def gather(self, chunk, rows):
         """Hidden means of ``chunk[rows]`` through every layer (a view of a buffer
         reused by the next call)."""
-        from ._kernels import _rbm as kernels
-
         n = len(rows)
         widths = [chunk.shape[1]] + [W.shape[0] for W, _ in self.layers]
         if self._buffers is None or self._buffers[0].shape[0] < n:
             self._buffers = [np.empty((n, w), self.dtype) for w in widths]
-        out = self._buffers[0][:n]
-        np.take(chunk, rows, axis=0, out=out)
-        for (W, b_hid), buffer in zip(self.layers, self._buffers[1:]):
-            out, src = buffer[:n], out
-            kernels.hidden_means(src, W, b_hid, 0, out)
-        return out
+        gathered = self._buffers[0][:n]
+        np.take(chunk, rows, axis=0, out=gathered)
+        return encode_through(gathered, self.layers, self._buffers[1:])
 
     def release(self):
         """Drop the piece buffers (made again by the next :meth:`gather`)."""
