@@ -1323,3 +1323,12 @@ def test_quantized_finetune_with_rate_term_matches_finite_differences(loss_kind,
         assert_array_equal(stats, 0.0)  # the rate term is skipped entirely
     else:
         assert (stats[1] > 0).all()
+
+
+def test_code_rate_gradient_refuses_arrays_that_do_not_match_the_codes():
+    rng = np.random.RandomState(4)
+    v, lo, step, n_levels, density = rate_case(rng)
+    with pytest.raises(ValueError, match="rate arrays"):
+        call_code_rate_gradient(v, lo[:-1], step, n_levels, density, 1.0)
+    with pytest.raises(ValueError, match="rate arrays"):
+        call_code_rate_gradient(v, lo, step, n_levels, density[:, :-1], 1.0)

@@ -528,6 +528,10 @@ def code_rate_gradient(codes, lo, step, n_levels, density, weight, sigmoid_code,
     to 0 or 1.
     """
     b, n_units = codes.shape
+    if (lo.shape[0] != n_units or step.shape[0] != n_units or n_levels.shape[0] != n_units
+            or density.shape[0] != 2 or density.shape[1] != n_units or stats.shape[0] != 2
+            or stats.shape[1] != n_units or delta.shape[0] != b or delta.shape[1] != n_units):
+        raise ValueError("rate arrays do not match the codes")
     inv_ln2 = 1.0 / np.log(2.0)
     total = 0.0
     for i in range(b):
