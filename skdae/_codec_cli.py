@@ -91,6 +91,9 @@ def cmd_train(args):
     from ._persist import save
     from .codec import Codec
 
+    if args.rate_weight and not args.fine_tune_epochs:
+        raise ValueError("--rate-weight acts through quantization-aware fine-tuning: give "
+                         "--fine-tune-epochs too")
     X, mode = read_samples(args.inputs, limit=args.limit, progress=not args.quiet)
     shape = X.shape[1:]
     X2 = X.reshape(len(X), -1)
@@ -110,7 +113,7 @@ def cmd_train(args):
     if args.fine_tune_epochs < 0 or (args.fine_tune_epochs and args.model != "autoencoder"):
         raise ValueError("--fine-tune-epochs takes a count >= 0, for --model autoencoder only")
     codec = Codec(model, n_bits=args.n_bits, allocation=args.allocation, coder=args.coder,
-                  fine_tune_epochs=args.fine_tune_epochs).fit(X2)
+                  fine_tune_epochs=args.fine_tune_epochs, rate_weight=args.rate_weight).fit(X2)
     metadata = {
         _METADATA_KEY: {
             "sample_shape": list(shape),
@@ -301,6 +304,16 @@ def _positive_int(text):
     return value
 
 
+def _rate_weight(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
 def _n_bits(text):
     value = _positive_float(text)
     if value > 16:
@@ -432,6 +445,15 @@ def add_parser(subparsers):
         metavar="N",
         help="autoencoder: epochs of quantization-aware fine-tuning of the codec's copy "
         "of the network (default: 0)",
+    )
+    train.add_argument(
+        "--rate-weight",
+        type=_rate_weight,
+        default=0.0,
+        metavar="LAMBDA",
+        help="with --fine-tune-epochs: weight of a rate term in that fine-tuning, the "
+        "squared error per image that one coded bit is worth; larger gives smaller "
+        "archives at a lower PSNR (default: 0, distortion only)",
     )
     train.add_argument(
         "--limit", type=_positive_int, metavar="N", help="train on the first N samples only"

@@ -158,6 +158,8 @@ class FineTuner:
                  LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
                  self.delta_b, est._linear_path_kernel_argument())
         loss_sum = 0.0
+        if self.code_quantizer is not None:
+            self.code_quantizer.start_epoch()
         with thread_limits(est.n_jobs), closing(data.chunks(chunk_order(rng, data))) as chunks:
             for i, chunk in chunks:
                 order = rows_order(rng, data, i, chunk)
@@ -261,14 +263,63 @@ class CodeQuantizer:
         Additive uniform noise of one bin width (True) or straight-through rounding.
     rng : numpy.random.Generator
         Source of the noise.
+    dtype : numpy.dtype
+        The network's dtype.
+    rate_weight : float, default=0.0
+        Weight of the codes' estimated bits in the objective, in the training loss's
+        units per bit per sample (0: distortion only, the kernel skips the rate term).
+    codes : ndarray of shape (n_samples, n_units), default=None
+        Codes of the model before fine-tuning, from which the first epoch's per-unit
+        densities are estimated (needed when ``rate_weight > 0``).
+
+    Notes
+    -----
+    The rate term's densities (a logistic per unit, see
+    :func:`skdae._kernels._backprop.code_rate_gradient`) are re-estimated before every
+    epoch from the moments of the quantized codes the kernel saw in the epoch before (the
+    first epoch from ``codes``): location the mean, scale ``std * sqrt(3) / pi``. For codes
+    that do not move, that is the logistic's moment fit, close to the one that codes
+    them in the fewest bits; re-estimating rather than learning it keeps the kernel's
+    arguments read-only and adds no trained parameter, and the coder never uses it (its
+    tables are learned from the fine-tuned codes afterwards).
     """
 
-    def __init__(self, code_layer, lo, step, n_levels, noise, rng, dtype):
+    def __init__(self, code_layer, lo, step, n_levels, noise, rng, dtype, rate_weight=0.0,
+                 codes=None):
         self.code_layer = int(code_layer)
         self.lo = np.ascontiguousarray(lo, dtype)
         self.step = np.ascontiguousarray(step, dtype)
         self.n_levels = np.ascontiguousarray(n_levels, np.int64)
         self.noise, self.rng, self.dtype = noise, rng, dtype
+        self.rate_weight = float(rate_weight)
+        n_units = self.lo.shape[0]
+        self.stats = np.zeros((2, n_units), np.float64)
+        self.n_seen = 0
+        self.density = np.zeros((2, n_units), np.float64)
+        self.density[1] = 1.0
+        if self.rate_weight > 0:
+            codes = np.asarray(codes, np.float64)
+            top = self.lo + self.n_levels * self.step
+            # The quantizer clips: so do the codes the kernel will see.
+            codes = np.clip(codes, self.lo, top)
+            self._estimate(codes.sum(axis=0), (codes * codes).sum(axis=0), len(codes))
+
+    def _estimate(self, sums, squares, count):
+        """Logistic location and scale of each unit from its codes' moments."""
+        mean = sums / count
+        var = np.maximum(squares / count - mean * mean, 0.0)
+        # A unit whose codes all fall in one bin has no spread: a scale far below its
+        # bin width gives that bin all the mass (0 bits, no gradient) without 0 / 0.
+        floor = np.maximum(1e-3 * self.step.astype(np.float64), 1e-12)
+        self.density[0] = mean
+        self.density[1] = np.maximum(np.sqrt(3.0 * var) / np.pi, floor)
+
+    def start_epoch(self):
+        """Re-estimate the densities from the codes of the last epoch; count afresh."""
+        if self.rate_weight > 0 and self.n_seen > 0:
+            self._estimate(self.stats[0], self.stats[1], self.n_seen)
+        self.stats[...] = 0.0
+        self.n_seen = 0
 
     def kernel_arguments(self, n_rows):
         """The trailing arguments of ``finetune_epoch_quantized`` for ``n_rows`` rows."""
@@ -277,7 +328,10 @@ class CodeQuantizer:
             noise = self.rng.random((n_rows, n_units), dtype=np.float32) - np.float32(0.5)
         else:
             noise = np.empty((0, n_units), np.float32)
-        return (self.code_layer, self.lo, self.step, self.n_levels, noise.astype(self.dtype))
+        if self.rate_weight > 0:
+            self.n_seen += n_rows
+        return (self.code_layer, self.lo, self.step, self.n_levels, noise.astype(self.dtype),
+                self.density, self.rate_weight, self.stats)
 
 
 def validation_error(estimator, data):

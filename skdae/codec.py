@@ -9,7 +9,8 @@ see :mod:`skdae._rate`), and the levels are entropy-coded, by rANS under integer
 per-unit frequency tables learned at :meth:`Codec.fit` or by deflate / LZMA on the
 bit-packed levels, whichever is smaller for each archive (``coder="auto"``). An
 autoencoder's codec can also fine-tune a copy of the network through the quantizer
-(quantization-aware fine-tuning, ``fine_tune_epochs``).
+(quantization-aware fine-tuning, ``fine_tune_epochs``), optionally with a rate term that
+trades coded bits for distortion (``rate_weight``).
 
 The archive format is described in :mod:`skdae._archive`; :func:`archive_info` reads a
 header without the model.
@@ -59,6 +60,8 @@ _CODE_DTYPES = {np.dtype(np.float32).str, np.dtype(np.float64).str}
 _V1_ATTRIBUTES = ("code_min_", "code_max_", "code_dtype_", "n_features_in_")
 # Training codes whose decoder gains weight the bit allocation (see _rate.unit_weights).
 _WEIGHT_ROWS = 128
+# Training samples on which rate_weight is converted to a cross-entropy model's loss.
+_EXCHANGE_ROWS = 2048
 
 
 def _is_count(value):
@@ -170,6 +173,25 @@ class Codec(BaseEstimator):
         one bin width to the (clipped) codes; ``"straight_through"`` rounds them to the
         bin centres and passes the gradient through unchanged. On held-out training
         samples straight-through rounding gave the lower quantized error (see the README).
+    rate_weight : float, default=0.0
+        Weight ``lambda`` of a rate term in quantization-aware fine-tuning (needs
+        ``fine_tune_epochs``): the fine-tuning objective per sample becomes
+        ``distortion + lambda * bits``, where ``bits`` is the length of the sample's
+        quantized code under a factorized entropy model (per unit, a logistic density
+        discretised on the unit's bins and re-estimated from the codes every epoch, as
+        in Ballé et al., 2017), so the encoder also learns to place codes where they
+        cost fewer bits. ``lambda`` is in squared error per bit: the squared
+        reconstruction error (summed over a sample's values, in the input's units) that
+        one bit per sample is worth. Larger values give smaller archives at a lower
+        PSNR for the same allocation; the archive's rate then falls below the
+        ``n_bits`` budget, which the allocation meets before fine-tuning. 0 (the
+        default) fine-tunes for distortion alone. A model trained with cross-entropy
+        (Bernoulli visible units) is fine-tuned on cross-entropy: ``lambda`` is converted
+        to it with the ratio of the cross-entropy excess (the KL divergence of the
+        reconstructions from the samples) to the squared error, both of the quantized
+        reconstructions of training samples before fine-tuning, an average exchange
+        rate. The rate term only changes training: the archive format and the coder
+        (its tables are learned from the fine-tuned codes) are the same.
 
     Attributes
     ----------
@@ -215,20 +237,22 @@ class Codec(BaseEstimator):
         "coder": [StrOptions(set(CODERS))],
         "fine_tune_epochs": [Interval(Integral, 0, None, closed="left")],
         "fine_tune_method": [StrOptions({"noise", "straight_through"})],
+        "rate_weight": [Interval(Real, 0, np.inf, closed="left")],
     }
     # Left out of fingerprints at these values: a format-1 codec had none of them and
     # behaved as they say, so its archives keep matching it (see _legacy_fingerprint).
     _params_added_after_v1 = {"allocation": "uniform", "fine_tune_epochs": 0,
-                              "fine_tune_method": "straight_through"}
+                              "fine_tune_method": "straight_through", "rate_weight": 0.0}
 
     def __init__(self, model, *, n_bits=8, allocation="rate_distortion", coder="auto",
-                 fine_tune_epochs=0, fine_tune_method="straight_through"):
+                 fine_tune_epochs=0, fine_tune_method="straight_through", rate_weight=0.0):
         self.model = model
         self.n_bits = n_bits
         self.allocation = allocation
         self.coder = coder
         self.fine_tune_epochs = fine_tune_epochs
         self.fine_tune_method = fine_tune_method
+        self.rate_weight = rate_weight
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -252,6 +276,7 @@ class Codec(BaseEstimator):
             Fitted codec.
         """
         self._check_n_bits()
+        self._check_rate_weight()
         X, shape = self._flatten(X, check_features=False)
         self.model_ = None
         if self.fine_tune_epochs > 0:
@@ -285,7 +310,7 @@ class Codec(BaseEstimator):
         self.unit_bits_ = bits
         if self.fine_tune_epochs > 0:
             self.model_ = copy.deepcopy(self.model)
-            self._quantization_aware_fine_tune(X)
+            self._quantization_aware_fine_tune(X, sample)
         if bits.max() <= _rate.MAX_TABLE_BITS:
             counts = np.zeros(_rate.table_offsets(bits)[1], np.int64)
             for r0 in range(0, X.shape[0], _CHUNK_ROWS):
@@ -317,8 +342,9 @@ class Codec(BaseEstimator):
             sample.append(codes[first::stride].astype(np.float64))
         return lo.astype(np.float64), hi.astype(np.float64), np.concatenate(sample), codes.dtype.str
 
-    def _quantization_aware_fine_tune(self, X):
-        """Fine-tune ``model_`` (a copy) with the quantizer in its code layer."""
+    def _quantization_aware_fine_tune(self, X, codes):
+        """Fine-tune ``model_`` (a copy) with the quantizer in its code layer; ``codes``
+        (the model's, before fine-tuning) start the rate term's densities."""
         from ._base import stop_on_ctrl_c
         from ._finetuning import CodeQuantizer
 
@@ -329,6 +355,9 @@ class Codec(BaseEstimator):
         ae.best_loss_, ae._no_improvement_count = None, 0
         tuner = ae._fine_tuner(data)
         n_levels = np.left_shift(1, self.unit_bits_)
+        rate_weight = 0.0
+        if self.rate_weight > 0:
+            rate_weight = self.rate_weight * self._loss_per_squared_error(ae, X2)
         tuner.code_quantizer = CodeQuantizer(
             code_layer=tuner.layout.shapes.shape[0] // 2 - 1,
             lo=self.code_min_,
@@ -337,6 +366,8 @@ class Codec(BaseEstimator):
             noise=self.fine_tune_method == "noise",
             rng=np.random.default_rng([int(getattr(ae, "_seed", 0)), 7]),
             dtype=ae._params.dtype,
+            rate_weight=rate_weight,
+            codes=codes,
         )
         # Every epoch asked for runs: the copy's early-stopping rule was tuned for its own
         # (unquantized) loss, whose noise it would mistake for convergence.
@@ -347,6 +378,36 @@ class Codec(BaseEstimator):
                 tuner.run(data, self.fine_tune_epochs, stop, warn_max_iter=False)
         finally:
             ae.n_iter_no_change = patience
+
+    def _loss_per_squared_error(self, ae, X2):
+        """Units of ``ae``'s training loss per unit of squared error (input units): 1
+        for squared error on unscaled inputs, else the ratio of the two for the quantized
+        reconstructions of (up to ``_EXCHANGE_ROWS`` evenly spaced) training samples."""
+        if ae.loss_ == "squared_error" and ae.visible_units_ != "gaussian":
+            return 1.0
+        rows = np.asarray(X2[:: max(1, -(-X2.shape[0] // _EXCHANGE_ROWS))])
+        codes = self._transform(rows, ae).astype(np.float64)
+        # What the network reconstructs: 8-bit input is read as intensities / 255.
+        rows = rows / 255.0 if rows.dtype == np.uint8 else rows.astype(np.float64)
+        lo, hi, bits = self.code_min_, self.code_max_, self.unit_bits_
+        dequantized = _rate.dequantize(_rate.quantize(codes, lo, hi, bits), lo, hi, bits)
+        recon = np.asarray(ae.inverse_transform(dequantized.astype(self.code_dtype_)),
+                           np.float64)
+        err = recon - rows
+        squared = float(np.sum(err * err))
+        if ae.loss_ == "cross_entropy":
+            from scipy.special import rel_entr
+
+            # The cross-entropy less the samples' own entropy: what training can lower.
+            a = np.clip(recon, 1e-7, 1 - 1e-7)
+            x = np.clip(rows, 0.0, 1.0)
+            excess = float(np.sum(rel_entr(x, a) + rel_entr(1 - x, 1 - a)))
+        else:
+            # Squared error of the standardised features, as the network trains on them.
+            excess = float(np.sum((err / ae.scale_) ** 2))
+        if not (squared > 0 and np.isfinite(excess) and excess > 0):
+            return 1.0
+        return excess / squared
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -455,6 +516,21 @@ class Codec(BaseEstimator):
             raise ValueError(
                 f"n_bits must be in (0, {_rate.MAX_TABLE_BITS}] with "
                 f"allocation='rate_distortion', got {n_bits!r}"
+            )
+
+    def _check_rate_weight(self):
+        weight = self.rate_weight
+        if isinstance(weight, bool) or not isinstance(weight, Real) or not (
+            np.isfinite(weight) and weight >= 0
+        ):
+            raise ValueError(
+                f"rate_weight must be a finite number >= 0 (squared error per bit), got "
+                f"{weight!r}"
+            )
+        if weight > 0 and self.fine_tune_epochs == 0:
+            raise ValueError(
+                f"rate_weight={weight!r} acts through quantization-aware fine-tuning, but "
+                "fine_tune_epochs=0; set fine_tune_epochs, or rate_weight=0"
             )
 
     def _state_error(self, problem):

@@ -103,6 +103,15 @@ def test_train_on_png_folder(pngs, tmp_path):
     assert header["sample_shape"] == [28, 28] and header["image_mode"] == "L"
 
 
+def test_train_with_quantization_aware_fine_tuning_and_rate_term(mnist, tmp_path):
+    model = tmp_path / "qat.skdae"
+    assert run("train", mnist["train"], "--limit", N_TRAIN, "-q", "-o", model, *TINY_AE,
+               "--n-bits", 2, "--fine-tune-epochs", 1, "--rate-weight", 0.05) == 0
+    codec = load(model)
+    assert codec.fine_tune_epochs == 1 and codec.rate_weight == 0.05
+    assert codec.model_ is not None
+
+
 def test_info(models, mnist, tmp_path, capsys):
     archive = tmp_path / "a.skc"
     assert run("compress", models["pca"], mnist["test"], "--limit", N_IMAGES, "-o", archive) == 0
@@ -171,6 +180,7 @@ def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
     _assert_fails_cleanly(capsys, "info", corrupt)
     _assert_fails_cleanly(capsys, "info", pca)
     _assert_fails_cleanly(capsys, "train", tmp_path / "small.npy", mnist["test"], "-o", out)
+    _assert_fails_cleanly(capsys, "train", mnist["test"], "--rate-weight", 0.1, "-o", out)
     _assert_fails_cleanly(
         capsys, "train", tmp_path / "small.npy", "--model", "pca", "--n-components", 50,
         "-o", out,
@@ -197,6 +207,8 @@ def test_wrong_images_exit_1(models, tmp_path, capsys, pil_image):
         ["train", "x", "-o", "y", "--n-bits", "17"],
         ["train", "x", "-o", "y", "--hidden-layer-sizes", "10,a"],
         ["train", "x", "-o", "y", "--model", "svd"],
+        ["train", "x", "-o", "y", "--rate-weight", "-0.1"],
+        ["train", "x", "-o", "y", "--rate-weight", "nan"],
         ["compress", "model"],
         ["decompress", "model", "archive"],
         ["decompress", "m", "a", "-o", "d", "--format", "gif"],

@@ -540,3 +540,99 @@ def test_quantization_aware_fine_tuning_lowers_the_quantized_error(autoencoder, 
     expected = tuned.model_.inverse_transform(tuned.dequantize(tuned.quantize(codes)))
     np.testing.assert_array_equal(tuned.decompress(tuned.compress(held_out)),
                                   expected.reshape(held_out.shape))
+
+
+# ------------------------------------------------- rate term of quantization-aware fine-tuning
+
+
+def _tuned(autoencoder, X, rate_weight, **kwargs):
+    settings = dict(n_bits=4, allocation="uniform", fine_tune_epochs=30)
+    return Codec(autoencoder, **{**settings, **kwargs}, rate_weight=rate_weight).fit(X)
+
+
+@pytest.mark.parametrize("method", ["noise", "straight_through"])
+def test_rate_term_trades_rate_for_distortion(autoencoder, X, method):
+    """At the same allocation and model, a larger rate weight gives smaller archives of
+    held-out samples and a larger error; the archives still decode exactly."""
+    held_out = _images(200, seed=1)
+    results = []
+    # Measured (bytes, mean squared error), noise: (598, .0030), (441, .0035), (287, .0044);
+    # straight-through: (601, .0030), (438, .0036), (261, .0045). Below about 0.003 the
+    # rate term changes the archives by a few bytes either way.
+    for rate_weight in (0.0, 0.01, 0.03):
+        codec = _tuned(autoencoder, X, rate_weight, fine_tune_method=method)
+        data = codec.compress(held_out)
+        out = codec.decompress(data)
+        codes = codec.model_.transform(held_out.reshape(len(held_out), -1))
+        expected = codec.model_.inverse_transform(codec.dequantize(codec.quantize(codes)))
+        np.testing.assert_array_equal(out, expected.reshape(held_out.shape))
+        np.testing.assert_array_equal(codec.unit_bits_, 4)
+        results.append((len(data), float(np.mean((out - held_out) ** 2))))
+    (size0, err0), (size1, err1), (size2, err2) = results
+    assert size2 < size1 < size0, results
+    assert err2 > err0, results
+    # The strongest weight still reconstructs far better than the mean image.
+    assert err2 < 0.5 * np.mean((held_out - held_out.mean(0)) ** 2), results
+
+
+def test_rate_weight_zero_is_plain_quantization_aware_fine_tuning(autoencoder, X):
+    plain = Codec(autoencoder, n_bits=2, fine_tune_epochs=5).fit(X)
+    zero = _tuned(autoencoder, X, 0.0, n_bits=2, allocation="rate_distortion",
+                  fine_tune_epochs=5)
+    np.testing.assert_array_equal(plain.model_._params, zero.model_._params)
+    assert plain.model_.loss_curve_ == zero.model_.loss_curve_
+    assert plain.compress(X) == zero.compress(X)
+
+
+def test_bad_rate_weight(autoencoder, pca, X):
+    for bad in (-0.1, np.nan, np.inf, "1", None):
+        with pytest.raises(ValueError, match="rate_weight"):
+            Codec(autoencoder, n_bits=2, fine_tune_epochs=1, rate_weight=bad).fit(X)
+    with pytest.raises(ValueError, match="fine_tune_epochs"):
+        Codec(autoencoder, n_bits=2, rate_weight=0.01).fit(X)
+    with pytest.raises(ValueError, match="RBMStackAutoencoder"):
+        Codec(pca, n_bits=2, fine_tune_epochs=1, rate_weight=0.01).fit(X)
+
+
+def test_rate_term_changes_no_stored_format(autoencoder, X, tmp_path):
+    """The rate term only trains: a codec fitted with it is saved, loaded and decodes its
+    archives as any fine-tuned codec, the archive format is unchanged, and a codec at the
+    default weight has the fingerprint it had before the parameter existed."""
+    from skdae import load, save
+    from skdae._persist import _Encoder
+    from skdae.codec import FORMAT_VERSION
+
+    codec = _tuned(autoencoder, X, 0.01, fine_tune_epochs=3)
+    data = codec.compress(X[:20])
+    assert archive_info(data).version == FORMAT_VERSION
+    save(codec, tmp_path / "codec.skdae")
+    loaded = load(tmp_path / "codec.skdae")
+    assert loaded.rate_weight == 0.01 and loaded.fingerprint == codec.fingerprint
+    np.testing.assert_array_equal(loaded.decompress(data), codec.decompress(data))
+    default = Codec(autoencoder, n_bits=3).fit(X)
+    assert "rate_weight" not in _Encoder(fingerprint=True).encode_estimator(default)["params"]
+    assert "rate_weight" in _Encoder(fingerprint=True).encode_estimator(codec)["params"]
+
+
+def test_rate_weight_is_converted_to_the_training_loss(autoencoder, X):
+    """lambda is squared error per bit whatever the loss: 1 for squared error on [0, 1]
+    inputs, 1 / scale_**2 for standardised inputs of one scale (the linear path), and for
+    cross-entropy the ratio of its excess to the squared error, at least 2 (Pinsker)."""
+    from skdae import RBMStackAutoencoder
+
+    flat = X.reshape(len(X), -1)
+    cross_entropy = Codec(autoencoder, n_bits=2, fine_tune_epochs=1, rate_weight=0.01).fit(X)
+    assert autoencoder.loss_ == "cross_entropy"
+    assert 2 <= cross_entropy._loss_per_squared_error(autoencoder, flat) < 100
+    squared = RBMStackAutoencoder((16, 4), pretrain_epochs=2, max_iter=5, loss="squared_error",
+                                  n_jobs=1, random_state=0).fit(flat)
+    codec = Codec(squared, n_bits=2, fine_tune_epochs=1, rate_weight=0.01).fit(X)
+    assert codec._loss_per_squared_error(squared, flat) == 1.0
+    real = 3.0 * flat - 1.0  # outside [0, 1]: Gaussian visible units, the linear path
+    gaussian = RBMStackAutoencoder((16, 4), pretrain_epochs=2, max_iter=5, n_jobs=1,
+                                   random_state=0).fit(real)
+    assert gaussian.linear_path_
+    codec = Codec(gaussian, n_bits=2, fine_tune_epochs=2, rate_weight=0.01).fit(real)
+    assert codec._loss_per_squared_error(gaussian, real) == pytest.approx(
+        1 / gaussian.scale_[0] ** 2, rel=1e-6)
+    assert codec.decompress(codec.compress(real[:5])).shape == (5, 64)

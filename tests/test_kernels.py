@@ -1148,3 +1148,187 @@ def test_finetune_epoch_minibatches_match_reference(n, batch_size, solver, loss_
     assert got32[0].dtype == np.float32 and got32[1].dtype == np.float32
     assert_allclose(got32[0], got[0], rtol=1e-3, atol=1e-4)
     assert_allclose(got32[3], got[3], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------- rate term of quantized fine-tuning
+
+
+def reference_code_bits(v, lo, step, n_levels, loc, scale):
+    """Bits of each value of ``v`` (n, n_units) under the discretised logistics: the mass
+    of the bin-wide interval around it, the outer bins with their tails."""
+    from scipy.special import expit
+
+    coded = (step > 0) & (n_levels > 1)
+    pos = (v - lo) / np.where(coded, step, 1.0)
+    upper = np.where(pos > n_levels - 1, 1.0, expit((v + step / 2 - loc) / scale))
+    lower = np.where(pos < 1, 0.0, expit((v - step / 2 - loc) / scale))
+    return np.where(coded, -np.log2(np.where(coded, upper - lower, 1.0)), 0.0)
+
+
+def rate_case(rng, n=7):
+    lo = np.array([-1.0, 0.0, -2.0, 0.5, 0.0])
+    n_levels = np.array([8, 4, 16, 1, 2], np.int64)
+    step = np.array([0.25, 0.3, 0.25, 0.0, 1.0])
+    loc = np.array([0.1, 0.7, -0.5, 0.5, 1.2])
+    scale = np.array([0.3, 0.2, 1.5, 1.0, 0.4])
+    # Values inside each unit's range and just past it (the noisy stand-in reaches half a
+    # bin beyond), never on a bin edge where the tails switch.
+    pos = rng.uniform(-0.45, n_levels + 0.45, (n, lo.size))
+    pos = np.where(np.abs(pos - np.round(pos)) < 0.02, pos + 0.05, pos)
+    v = lo + pos * step
+    return v, lo, step, n_levels, np.stack([loc, scale])
+
+
+def call_code_rate_gradient(v, lo, step, n_levels, density, weight, sigmoid_code=False,
+                            dtype=np.float64):
+    delta = np.zeros(v.shape, dtype)
+    stats = np.zeros((2, v.shape[1]))
+    bits = bp.code_rate_gradient(v.astype(dtype), lo.astype(dtype), step.astype(dtype),
+                                 n_levels, density, weight, sigmoid_code, delta, stats)
+    return bits, delta, stats
+
+
+def test_code_bits_are_a_distribution_over_each_unit_s_bins():
+    rng = np.random.RandomState(0)
+    _, lo, step, n_levels, density = rate_case(rng)
+    for j in range(lo.size):
+        centres = lo[j] + (np.arange(n_levels[j]) + 0.5) * step[j]
+        v = np.tile(lo[None], (n_levels[j], 1))
+        v[:, j] = centres
+        bits, _, _ = call_code_rate_gradient(v, lo, step, n_levels, density, 0.0)
+        per_bin = reference_code_bits(v, lo, step, n_levels, *density)[:, j]
+        if n_levels[j] > 1:
+            assert_allclose(np.sum(np.exp2(-per_bin)), 1.0, rtol=1e-12)
+        else:
+            assert_array_equal(per_bin, 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_code_rate_gradient_matches_numpy_and_finite_differences(dtype):
+    rng = np.random.RandomState(1)
+    v, lo, step, n_levels, density = rate_case(rng)
+    v = v.astype(dtype).astype(np.float64)
+    weight = 0.7
+    bits, delta, stats = call_code_rate_gradient(v, lo, step, n_levels, density, weight,
+                                                 dtype=dtype)
+    reference = reference_code_bits(v, lo.astype(dtype), step.astype(dtype), n_levels,
+                                    *density)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert_allclose(bits, reference.sum(), rtol=rtol)
+    assert_allclose(stats, np.stack([v.sum(0), (v * v).sum(0)]), rtol=1e-12)
+
+    def total(flat):
+        return reference_code_bits(flat.reshape(v.shape), lo, step, n_levels, *density).sum()
+
+    numeric = central_differences(total, v.ravel()).reshape(v.shape)
+    assert_allclose(delta, weight * numeric, rtol=1e-6 if dtype == np.float64 else 1e-3,
+                    atol=1e-7 if dtype == np.float64 else 1e-5)
+    # A unit with one bin costs nothing and gets no gradient.
+    assert_array_equal(delta[:, 3], 0.0)
+
+
+def test_code_rate_gradient_of_a_sigmoid_code_is_taken_before_the_activation():
+    rng = np.random.RandomState(2)
+    v, lo, step, n_levels, density = rate_case(rng)
+    v = np.clip(v, 0.05, 0.95)
+    _, linear, _ = call_code_rate_gradient(v, lo, step, n_levels, density, 1.0)
+    _, sig, _ = call_code_rate_gradient(v, lo, step, n_levels, density, 1.0, sigmoid_code=True)
+    assert_allclose(sig, linear * v * (1 - v), rtol=1e-12)
+
+
+def test_code_rate_stays_finite_far_in_the_tails():
+    lo, step, n_levels = np.zeros(1), np.full(1, 1e-3), np.array([4096], np.int64)
+    density = np.array([[0.0], [1e-5]])  # bins 100 scales wide: masses down to e**-400
+    v = lo + (np.array([[0.5], [1.5], [2000.5], [4095.5]])) * step
+    bits, delta, _ = call_code_rate_gradient(v, lo, step, n_levels, density, 1.0)
+    assert np.isfinite(bits) and np.isfinite(delta).all()
+    assert bits > 1000  # far tail bins cost hundreds of bits, not inf
+
+
+def quantized_objective(X, net, loss_kind, code_layer, q, noise, weight, params):
+    """Batch mean of loss + weight * bits, the codes going through clip-and-noise."""
+    lo, step, n_levels, density = q
+    Ws, bs = unpack(net, params)
+    a = X.astype(np.float64)
+    code = None
+    for layer in range(len(Ws)):
+        z = a @ Ws[layer] + bs[layer]
+        a = sigmoid(z) if net["act_kind"][layer] == bp.ACT_SIGMOID else z
+        if layer == code_layer:
+            a = np.clip(a, lo, lo + n_levels * step) + noise * step
+            # A unit with one bin is its centre (quantize_code_layer).
+            a = np.where((n_levels > 1) & (step > 0), a, lo + step / 2)
+            code = a
+    Xd = X.astype(np.float64)
+    if loss_kind == bp.LOSS_CROSS_ENTROPY:
+        loss = -(Xd * np.log(a) + (1 - Xd) * np.log1p(-a)).sum()
+    else:
+        loss = ((a - Xd) ** 2).sum()
+    bits = reference_code_bits(code, lo, step, n_levels, *density).sum()
+    return (loss + weight * bits) / X.shape[0], loss, bits
+
+
+def run_quantized_gradient(X, net, loss_kind, code_layer, q, noise, weight, stats):
+    """One full batch of finetune_epoch_quantized without an optimiser: the gradient."""
+    lo, step, n_levels, density = q
+    params = net["params"].copy()
+    n = X.shape[0]
+    widths = net["shapes"][:, 1]
+    act_off = np.concatenate([[0], np.cumsum(n * widths)[:-1]]).astype(np.int64)
+    width = int(max(net["shapes"].max(), X.shape[1]))
+    grads = np.full_like(params, np.nan)
+    empty = np.zeros_like(params)
+    loss, _ = bp.finetune_epoch_quantized(
+        np.ascontiguousarray(X), np.arange(n, dtype=np.int64), params, grads, empty, empty, 0,
+        bp.SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, n, net["shapes"], net["w_off"],
+        net["b_off"], net["act_kind"], loss_kind, np.empty_like(X),
+        np.empty(int(n * widths.sum())), act_off, np.empty(n * width), np.empty(n * width),
+        np.empty((0, X.shape[1])), code_layer, lo, step, n_levels, noise, density, weight,
+        stats,
+    )
+    assert_array_equal(params, net["params"])
+    return loss, grads
+
+
+@pytest.mark.parametrize("loss_kind, out_act", LOSS_OUTPUT[:2])
+@pytest.mark.parametrize("weight", [0.0, 0.05])
+def test_quantized_finetune_with_rate_term_matches_finite_differences(loss_kind, out_act,
+                                                                      weight):
+    """The kernel's gradient is that of the mean of loss + weight * bits (the noisy
+    stand-in, linear code inside its range: the quantizer is differentiable there)."""
+    rng = np.random.RandomState(3)
+    sizes = [5, 4, 3, 4, 5]
+    net = network(sizes, [bp.ACT_SIGMOID, bp.ACT_LINEAR, bp.ACT_SIGMOID, out_act], rng)
+    X = rng.rand(6, 5)
+    code_layer = 1
+    # Every unit with bins: the kernel passes the gradient of a one-bin unit (a constant)
+    # straight through, as it does the rounding.
+    lo = np.full(3, -8.0)
+    n_levels = np.array([16, 8, 4], np.int64)
+    step = np.array([1.0, 2.0, 4.0])
+    density = np.array([[0.2, -0.3, 0.0], [0.8, 1.1, 1.0]])
+    q = (lo, step, n_levels, density)
+    noise = rng.uniform(-0.5, 0.5, (6, 3))
+    stats = np.zeros((2, 3))
+    loss, grads = run_quantized_gradient(X, net, loss_kind, code_layer, q, noise, weight, stats)
+    mean, distortion, bits = quantized_objective(X, net, loss_kind, code_layer, q, noise,
+                                                 weight, net["params"])
+    assert_allclose(loss, distortion + weight * bits, rtol=1e-12)
+    numeric = central_differences(
+        lambda p: quantized_objective(X, net, loss_kind, code_layer, q, noise, weight, p)[0],
+        net["params"],
+    )
+    assert_allclose(grads, numeric, rtol=1e-6, atol=1e-8)
+    if weight == 0:
+        assert_array_equal(stats, 0.0)  # the rate term is skipped entirely
+    else:
+        assert (stats[1] > 0).all()
+
+
+def test_code_rate_gradient_refuses_arrays_that_do_not_match_the_codes():
+    rng = np.random.RandomState(4)
+    v, lo, step, n_levels, density = rate_case(rng)
+    with pytest.raises(ValueError, match="rate arrays"):
+        call_code_rate_gradient(v, lo[:-1], step, n_levels, density, 1.0)
+    with pytest.raises(ValueError, match="rate arrays"):
+        call_code_rate_gradient(v, lo, step, n_levels, density[:, :-1], 1.0)
