@@ -32,7 +32,7 @@ AUGMENT_STREAM = 1
 # fraction (about 1.25 dB of PSNR). Held-out rows are drawn from the training rows, so
 # they share what is peculiar to the training set. Measured on grey photo patches
 # (30,000 overlapping 12x12 patches of the left three quarters of flower.jpg, code 24,
-# scratch selection run of issue 11): the random held-out rows gained up to 1.11 dB
+# benchmarks/patches_selection.py): the random held-out rows gained up to 1.11 dB
 # over the start (0.1 dB by epoch 10, the default patience) while patches of the
 # photograph's right quarter lost 0.07-0.79 dB at every epoch; on china.jpg the right
 # quarter never gained (best -0.006 dB). Real non-linear structure clears the bar by
