@@ -54,7 +54,7 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
     """
     n = X.shape[0]
     for r0 in range(0, n, chunk):
-        rows = min(chunk, n - r0)
+        rows = n - r0 if n - r0 < chunk else chunk  # min(): see _jit.njit
         inp = X[r0 : r0 + rows]
         for layer in range(first, stop):
             W, c = layer_views(params, shapes, w_off, b_off, layer)
@@ -408,7 +408,7 @@ def finetune_epoch(
     n = order.shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         batch = Xb[:b]
         gather_rows(X, order, start, batch)
         step += 1
@@ -434,7 +434,7 @@ def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, p
     n = order.shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         batch = Xb[:b]
         gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize, batch)
         step += 1

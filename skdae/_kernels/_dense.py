@@ -33,8 +33,14 @@ def n_blocks(m):
 def block_bounds(m, blocks, block):
     """``[start, stop)`` of column block ``block`` out of ``blocks`` over ``m`` columns."""
     width = (m + blocks - 1) // blocks
-    start = min(m, block * width)
-    return start, min(m, start + width)
+    # Comparisons, not min(): see _jit.njit on what builtins cost a cold start.
+    start = block * width
+    if start > m:
+        start = m
+    stop = start + width
+    if stop > m:
+        stop = m
+    return start, stop
 
 
 @njit(parallel=True)

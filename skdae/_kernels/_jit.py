@@ -38,7 +38,11 @@ def njit(*args, internal=False, **kwargs):
     into each caller and optimises and emits it again there. So the kernels keep few,
     shallow layers of compiled functions: small helpers are ``inline="always"`` (typed
     into their caller, never built alone), and ``internal=True`` marks a kernel called
-    only from other kernels, which then gets no Python or C entry point.
+    only from other kernels, which then gets no Python or C entry point. Builtins such as
+    ``min`` and ``max`` are overloads that Numba compiles as functions of their own, once
+    per tuple of argument types and again for every set of compiler flags (a parallel
+    kernel's differ from a serial one's): the kernels write ``b if b < a else a`` instead,
+    the compare and select Numba emits for ``min(a, b)``.
     """
     if internal:
         kwargs.setdefault("no_cpython_wrapper", True)

@@ -354,7 +354,7 @@ def cd_epoch(
     if error_cols.shape[0] != n_vis:
         raise ValueError("error_cols does not match the visible units")
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         gather_rows(X, order, start, V_stack[:b])
         _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
                   visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
@@ -386,7 +386,7 @@ def cd_epoch_csr(data, indices, indptr, mean, scale, standardize, order, W, b_vi
     if error_cols.shape[0] != n_vis:
         raise ValueError("error_cols does not match the visible units")
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize,
                         V_stack[:b])
         _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
