@@ -308,7 +308,8 @@ def test_parallel_kernels_refuse_buffers_too_small_for_their_gemms(kernel):
         if kernel == "dense_forward":
             _dense.dense_forward(V, W, True, np.zeros(n_hid), True, np.empty((n, n_hid + 2)))
         elif kernel == "hidden_means":
-            rk.hidden_means(V, W, np.zeros(n_hid), 0, np.empty((n, n_hid + 1)))
+            rk.hidden_means(V, W, np.zeros(n_hid), 0, np.empty((n, n_hid + 1)),
+                            rk.hidden_pointer(np.float64))
         elif kernel == "visible_means":
             rk.visible_means(rng.rand(n, n_hid), W[:, :3], np.zeros(n_vis), 0, np.empty((n, n_vis)))
         else:
@@ -323,7 +324,7 @@ def test_parallel_kernels_refuse_buffers_too_small_for_their_gemms(kernel):
                 _readonly(V.copy()), np.arange(n), p["W"], p["b_vis"], p["b_hid"], p["vel_W"],
                 p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0, n,
                 np.int64(1), V_stack, np.empty((2 * n, n_hid)), np.empty((n, n_hid)), 0,
-                np.zeros(n_vis),
+                np.zeros(n_vis), *rk.cd_pointers(np.float64),
             )
 
 
@@ -349,7 +350,8 @@ def test_hidden_and_visible_means_match_numpy(n, n_vis, n_hid, kind, dtype, seed
     f = sigmoid if kind == 0 else (lambda z: z)
 
     out_h = np.empty((n, n_hid), dtype)
-    rk.hidden_means(V.astype(dtype), W.astype(dtype), b_hid.astype(dtype), kind, out_h)
+    rk.hidden_means(V.astype(dtype), W.astype(dtype), b_hid.astype(dtype), kind, out_h,
+                    rk.hidden_pointer(dtype))
     assert_allclose(out_h, f(V @ W.T + b_hid), **tol(dtype))
 
     out_v = np.empty((n, n_vis), dtype)
@@ -535,6 +537,7 @@ def test_gibbs_step_matches_numpy(n, n_vis, n_hid, visible_kind, hidden_kind, dt
     rk.gibbs_step(
         V.astype(dtype), W.astype(dtype), b_vis.astype(dtype), b_hid.astype(dtype),
         visible_kind, hidden_kind, np.int64(seed), np.empty((n, n_hid), dtype), out,
+        rk.hidden_pointer(dtype),
     )
     assert out.dtype == dtype
     if dtype == np.float64:
@@ -608,6 +611,7 @@ def run_cd_epoch(X, order, params, visible_kind, hidden_kind, cd_steps, persiste
             momentum, weight_decay, batch_size, np.int64(seed),
             np.empty((2 * batch_size, n_vis), dtype), np.empty((2 * batch_size, n_hid), dtype),
             np.empty((batch_size, n_hid), dtype), start // batch_size, error_cols,
+            *rk.cd_pointers(dtype),
         )
     p["error"] = error
     return p
@@ -756,7 +760,7 @@ def test_cd_epoch_refuses_error_columns_of_the_wrong_length():
             _readonly(rng.rand(n, n_vis)), np.arange(n), p["W"], p["b_vis"], p["b_hid"],
             p["vel_W"], p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0,
             n, np.int64(1), np.empty((2 * n, n_vis)), np.empty((2 * n, n_hid)),
-            np.empty((n, n_hid)), 0, np.zeros(n_vis - 1),
+            np.empty((n, n_hid)), 0, np.zeros(n_vis - 1), *rk.cd_pointers(np.float64),
         )
 
 
