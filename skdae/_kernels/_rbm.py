@@ -20,7 +20,15 @@ import numpy as np
 from numba import prange, types
 
 from ._blas import block_gemm, check_gemm
-from ._dense import block_bounds, copy_rows, dense_forward, gather_csr_rows, gather_rows, n_blocks
+from ._dense import (
+    block_bounds,
+    copy_rows,
+    dense_forward,
+    dense_pointer,  # noqa: F401 (also the estimators' way to it)
+    gather_csr_rows,
+    gather_rows,
+    n_blocks,
+)
 from ._jit import KernelPointer, as_readonly, njit, unliteral
 from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
@@ -61,20 +69,24 @@ def hidden_means(V, W, b_hid, hidden_kind, out, hidden_block):
 
 
 @njit
-def visible_means(H, W, b_vis, visible_kind, out):
-    """Visible means ``f(H W + b_vis)`` into ``out`` of shape ``(n, n_visible)``."""
-    dense_forward(H, W, False, b_vis, visible_kind == VISIBLE_BERNOULLI, out)
+def visible_means(H, W, b_vis, visible_kind, out, dense_block):
+    """Visible means ``f(H W + b_vis)`` into ``out`` of shape ``(n, n_visible)``.
+
+    ``dense_block`` is :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
+    """
+    dense_forward(H, W, False, b_vis, visible_kind == VISIBLE_BERNOULLI, out, dense_block)
 
 
 @njit(parallel=True)
-def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
+def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out, dense_block):
     """Free energy ``F(v)`` of each row of ``V`` into ``out`` (float64).
 
     ``-F(v)`` is the log of the unnormalised marginal probability of ``v``. Hidden units are
     summed out exactly: Bernoulli units give ``-softplus(x)``, unit-variance linear units
     ``-x**2 / 2`` (constants dropped). ``H`` is a scratch buffer ``(n, n_hidden)``.
+    ``dense_block`` is :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
     """
-    dense_forward(V, W, True, b_hid, False, H)
+    dense_forward(V, W, True, b_hid, False, H, dense_block)
     n, n_vis = V.shape
     n_hid = H.shape[1]
     for i in prange(n):
@@ -99,15 +111,17 @@ def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
 
 
 @njit
-def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out, hidden_block):
+def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out, hidden_block,
+               dense_block):
     """One Gibbs sweep v -> h -> v' with sampled hidden and visible states.
 
     ``H`` is scratch ``(n, n_hidden)``; the visible sample is written to ``out``.
-    ``hidden_block`` is :func:`hidden_pointer` of the dtype.
+    ``hidden_block`` is :func:`hidden_pointer` and ``dense_block``
+    :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
     """
     hidden_means(V, W, b_hid, hidden_kind, H, hidden_block)
     sample_units(H, H, hidden_kind == HIDDEN_BERNOULLI, derive_key(seed, 0))
-    visible_means(H, W, b_vis, visible_kind, out)
+    visible_means(H, W, b_vis, visible_kind, out, dense_block)
     sample_units(out, out, visible_kind == VISIBLE_BERNOULLI, derive_key(seed, 1))
 
 
