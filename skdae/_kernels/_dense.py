@@ -7,6 +7,11 @@ exactly one block, with any sum over blocks taken afterwards in block order. So 
 is bitwise the same for any thread count, and each block's GEMM and the fused pass after
 it touch the same cache-resident memory. Threads are set by the caller
 (:func:`skdae._base.thread_limits`), which also pins BLAS to one thread.
+
+A parallel kernel checks the whole problem, then its ``prange`` body only calls the
+block's function (``_dense_block`` here), compiled once, serially, and passed in as a
+function pointer (:class:`~skdae._kernels._jit.KernelPointer`): that keeps a cold start
+from compiling every loop body four times over.
 """
 
 import numba
