@@ -289,8 +289,8 @@ def layer_pointers(dtype):
 @njit(inline="always")
 def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
                delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum, beta1,
-               beta2, epsilon, lin, dense_block, output_block, weight_block, code_layer=-1, q_lo=None,
-               q_step=None, q_levels=None, q_noise=None):
+               beta2, epsilon, lin, dense_block, output_block, weight_block, code_layer=-1,
+               quantizer=None):
     """Forward, backward and (unless ``solver`` is -1) one optimiser step on one batch.
 
     ``Xb`` (b, n_features) is both the input and the target. ``acts`` is a flat buffer
@@ -298,9 +298,11 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     ``delta_a`` / ``delta_b`` are flat scratch of at least ``b * max width``. ``step`` is the
     1-based index of this update (Adam's bias correction). ``grads`` receives the gradient.
 
-    With ``q_lo`` given, the activations of layer ``code_layer`` go through
-    :func:`quantize_code_layer` before the decoder sees them (quantization-aware
-    fine-tuning); the backward pass treats that step as the identity (straight through).
+    With ``quantizer`` given (``(lo, step, n_levels, noise)``, one tuple: a call with more
+    than 30 arguments compiles to one with ``*args``, which Numba cannot inline), the
+    activations of layer ``code_layer`` go through :func:`quantize_code_layer` before the
+    decoder sees them (quantization-aware fine-tuning); the backward pass treats that
+    step as the identity (straight through).
 
     ``lin`` (``(n_codes, n_features)``, orthonormal rows, or no rows) is a fixed linear
     path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
@@ -341,9 +343,9 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         if n_lin > 0 and layer == lin_layer:
             gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features, 1.0,
                  dest, n_lin)
-        if q_lo is not None:
+        if quantizer is not None:
             if layer == code_layer:
-                quantize_code_layer(dest, q_lo, q_step, q_levels, q_noise)
+                quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2], quantizer[3])
         inp = dest
 
     last = n_layers - 1
@@ -591,6 +593,6 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
                             learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
-                            output_block, weight_block, code_layer, q_lo, q_step, q_levels,
-                            q_noise[start : start + b])
+                            output_block, weight_block, code_layer,
+                            (q_lo, q_step, q_levels, q_noise[start : start + b]))
     return total, step
