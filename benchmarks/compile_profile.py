@@ -95,8 +95,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="skdae-numba-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, SKDAE_NUMBA_CACHE="1")
         load_before = os.getloadavg()
+        # In the cache's folder, so that the skdae imported is the one on PYTHONPATH (or
+        # installed), never one in the current directory.
         proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                              env=env, check=False)
+                              env=env, cwd=cache, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"the profiled fit failed:\n{proc.stderr[-3000:]}")
     import json
