@@ -175,6 +175,7 @@ class FineTuner:
                  self.batch, layout.shapes, layout.w_off, layout.b_off, self.act_kind,
                  LOSS_KIND[est.loss_], self.Xb, self.acts, self.act_off, self.delta_a,
                  self.delta_b, est._linear_path_kernel_argument())
+        layers = kernels.layer_pointers(est._params.dtype)
         loss_sum = 0.0
         if self.code_quantizer is not None:
             self.code_quantizer.start_epoch()
@@ -188,13 +189,13 @@ class FineTuner:
                         raise TypeError("quantization-aware fine-tuning needs dense data")
                     loss, t = kernels.finetune_epoch_quantized(
                         chunk, order, *rest, est.t_, *hyper,
-                        *self.code_quantizer.kernel_arguments(len(order)))
+                        *self.code_quantizer.kernel_arguments(len(order)), *layers)
                 elif isinstance(chunk, CsrBlock):
                     loss, t = kernels.finetune_epoch_csr(
                         chunk.data, chunk.indices, chunk.indptr, chunk.mean, chunk.scale,
-                        chunk.standardize, order, *rest, est.t_, *hyper)
+                        chunk.standardize, order, *rest, est.t_, *hyper, *layers)
                 else:
-                    loss, t = kernels.finetune_epoch(chunk, order, *rest, est.t_, *hyper)
+                    loss, t = kernels.finetune_epoch(chunk, order, *rest, est.t_, *hyper, *layers)
                 loss_sum += loss
                 est.t_ = int(t)
         return loss_sum / data.n_train()

@@ -139,7 +139,7 @@ def forward(X, params, layout, act_kind, first, stop, n_jobs):
     with thread_limits(n_jobs):
         kernels.forward_layers(
             readonly(X), params, shapes, layout.w_off, layout.b_off, act_kind, first, stop, out,
-            buf_a, buf_b, chunk,
+            buf_a, buf_b, chunk, kernels.dense_pointer(params.dtype),
         )
     return out
 

@@ -175,13 +175,14 @@ class CDTrainer:
                     total += kernels.cd_epoch_csr(
                         chunk.data, chunk.indices, chunk.indptr, chunk.mean, chunk.scale,
                         chunk.standardize, order, *params, *hyper, seed, *buffers, 0,
-                        error_cols)
+                        error_cols, *kernels.cd_pointers(self.W.dtype))
                 elif data.gathers:
                     total += self._gathered_chunk(data, chunk, order, params, hyper, seed,
                                                   buffers, error_cols)
                 else:
                     total += kernels.cd_epoch(readonly(chunk), order, *params, *hyper, seed,
-                                              *buffers, 0, error_cols)
+                                              *buffers, 0, error_cols,
+                                              *kernels.cd_pointers(self.W.dtype))
         return total
 
     def _gathered_chunk(self, data, chunk, order, params, hyper, seed, buffers, error_cols):
@@ -199,7 +200,8 @@ class CDTrainer:
             encoded = data.gather(chunk, rows)
             # Read-only like every other chunk, so that cd_epoch compiles one signature.
             error = kernels.cd_epoch(readonly(encoded), in_order[: len(rows)], *params,
-                                     *hyper, seed, *buffers, start // batch, error_cols)
+                                     *hyper, seed, *buffers, start // batch, error_cols,
+                                     *kernels.cd_pointers(self.W.dtype))
         return error
 
     def _restore(self, snapshot):

@@ -348,7 +348,8 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         H = np.empty((Xs.shape[0], self._n_features_out), self._dtype)
         with thread_limits(self.n_jobs):
             kernels.hidden_means(Xs, self.components_, self.intercept_hidden_,
-                                 HIDDEN_KIND[self._hidden_units], H)
+                                 HIDDEN_KIND[self._hidden_units], H,
+                                 kernels.hidden_pointer(self._dtype))
         return H
 
     def inverse_transform(self, X, *, out=None):
@@ -377,7 +378,8 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         V = np.empty((H.shape[0], self.n_features_in_), self._dtype)
         with thread_limits(self.n_jobs):
             kernels.visible_means(readonly(H), self.components_, self.intercept_visible_,
-                                  VISIBLE_KIND[self.visible_units_], V)
+                                  VISIBLE_KIND[self.visible_units_], V,
+                                  kernels.dense_pointer(self._dtype))
         return self._unscale(V)
 
     def gibbs(self, v, random_state=None):
@@ -406,7 +408,9 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         with thread_limits(self.n_jobs):
             kernels.gibbs_step(Vs, self.components_, self.intercept_visible_,
                                self.intercept_hidden_, VISIBLE_KIND[self.visible_units_],
-                               HIDDEN_KIND[self._hidden_units], seed, H, out)
+                               HIDDEN_KIND[self._hidden_units], seed, H, out,
+                               kernels.hidden_pointer(self._dtype),
+                               kernels.dense_pointer(self._dtype))
         return self._unscale(out)
 
     def score_samples(self, X, *, out=None):
@@ -442,7 +446,8 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         with thread_limits(self.n_jobs):
             kernels.free_energy(Xs, self.components_, self.intercept_visible_,
                                 self.intercept_hidden_, VISIBLE_KIND[self.visible_units_],
-                                HIDDEN_KIND[self._hidden_units], H, F)
+                                HIDDEN_KIND[self._hidden_units], H, F,
+                                kernels.dense_pointer(self._dtype))
         scores = -F
         if self.visible_units_ == "gaussian":
             scores -= np.log(self.scale_.astype(np.float64)).sum()

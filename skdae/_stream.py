@@ -383,7 +383,8 @@ class EncodedRows(Rows):
         n_rows = chunk.n_rows if isinstance(chunk, CsrBlock) else chunk.shape[0]
         out = np.empty((n_rows, self.W.shape[0]), self.dtype)
         for r0, r1, dense in dense_pieces(chunk, self.PIECE_ROWS):
-            kernels.hidden_means(dense, self.W, self.b_hid, 0, out[r0:r1])
+            kernels.hidden_means(dense, self.W, self.b_hid, 0, out[r0:r1],
+                                 kernels.hidden_pointer(self.dtype))
         out.flags.writeable = False
         return out
 
@@ -404,7 +405,7 @@ def encode_through(rows, layers, buffers):
 
     n = rows.shape[0]
     for (W, b_hid), buffer in zip(layers, buffers):
-        kernels.hidden_means(rows, W, b_hid, 0, buffer[:n])
+        kernels.hidden_means(rows, W, b_hid, 0, buffer[:n], kernels.hidden_pointer(W.dtype))
         rows = buffer[:n]
     return rows
 

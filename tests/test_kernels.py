@@ -168,13 +168,14 @@ def test_dense_forward_matches_numpy(n, k, m, sig, transposed, dtype, seed):
     if sig:
         expected = sigmoid(expected)
     out = np.empty((n, m), dtype)
-    _dense.dense_forward(A, W, transposed, bias, sig, out)
+    _dense.dense_forward(A, W, transposed, bias, sig, out, _dense.dense_pointer(dtype))
     assert_allclose(out, expected, **tol(dtype))
 
 
 def test_dense_forward_saturates_without_nan():
     out = np.empty((1, 3))
-    _dense.dense_forward(np.array([[-800.0, 800.0, 0.0]]), np.eye(3), False, np.zeros(3), True, out)
+    _dense.dense_forward(np.array([[-800.0, 800.0, 0.0]]), np.eye(3), False, np.zeros(3), True, out,
+                         _dense.dense_pointer(np.float64))
     assert_array_equal(out, [[0.0, 1.0, 0.5]])
 
 
@@ -306,11 +307,14 @@ def test_parallel_kernels_refuse_buffers_too_small_for_their_gemms(kernel):
     V, W = rng.rand(n, n_vis), rng.randn(n_hid, n_vis)
     with pytest.raises(ValueError, match="gemm"):
         if kernel == "dense_forward":
-            _dense.dense_forward(V, W, True, np.zeros(n_hid), True, np.empty((n, n_hid + 2)))
+            _dense.dense_forward(V, W, True, np.zeros(n_hid), True, np.empty((n, n_hid + 2)),
+                                 _dense.dense_pointer(np.float64))
         elif kernel == "hidden_means":
-            rk.hidden_means(V, W, np.zeros(n_hid), 0, np.empty((n, n_hid + 1)))
+            rk.hidden_means(V, W, np.zeros(n_hid), 0, np.empty((n, n_hid + 1)),
+                            rk.hidden_pointer(np.float64))
         elif kernel == "visible_means":
-            rk.visible_means(rng.rand(n, n_hid), W[:, :3], np.zeros(n_vis), 0, np.empty((n, n_vis)))
+            rk.visible_means(rng.rand(n, n_hid), np.ascontiguousarray(W[:, :3]), np.zeros(n_vis), 0,
+                             np.empty((n, n_vis)), rk.dense_pointer(np.float64))
         else:
             p = random_rbm(rng, n_vis, n_hid, n, 0)
             p = {k: np.ascontiguousarray(v) for k, v in p.items()}
@@ -323,7 +327,7 @@ def test_parallel_kernels_refuse_buffers_too_small_for_their_gemms(kernel):
                 _readonly(V.copy()), np.arange(n), p["W"], p["b_vis"], p["b_hid"], p["vel_W"],
                 p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0, n,
                 np.int64(1), V_stack, np.empty((2 * n, n_hid)), np.empty((n, n_hid)), 0,
-                np.zeros(n_vis),
+                np.zeros(n_vis), *rk.cd_pointers(np.float64),
             )
 
 
@@ -349,11 +353,13 @@ def test_hidden_and_visible_means_match_numpy(n, n_vis, n_hid, kind, dtype, seed
     f = sigmoid if kind == 0 else (lambda z: z)
 
     out_h = np.empty((n, n_hid), dtype)
-    rk.hidden_means(V.astype(dtype), W.astype(dtype), b_hid.astype(dtype), kind, out_h)
+    rk.hidden_means(V.astype(dtype), W.astype(dtype), b_hid.astype(dtype), kind, out_h,
+                    rk.hidden_pointer(dtype))
     assert_allclose(out_h, f(V @ W.T + b_hid), **tol(dtype))
 
     out_v = np.empty((n, n_vis), dtype)
-    rk.visible_means(H.astype(dtype), W.astype(dtype), b_vis.astype(dtype), kind, out_v)
+    rk.visible_means(H.astype(dtype), W.astype(dtype), b_vis.astype(dtype), kind, out_v,
+                     rk.dense_pointer(dtype))
     assert_allclose(out_v, f(H @ W + b_vis), **tol(dtype))
 
 
@@ -420,7 +426,7 @@ def test_free_energy_matches_numpy_for_every_unit_pair(n, n_vis, n_hid, visible_
         H = np.empty((n, n_hid), dtype)
         rk.free_energy(
             V.astype(dtype), W.astype(dtype), b_vis.astype(dtype), b_hid.astype(dtype),
-            visible_kind, hidden_kind, H, out,
+            visible_kind, hidden_kind, H, out, rk.dense_pointer(dtype),
         )
         results[dtype] = out
     assert_allclose(results[np.float64], expected, rtol=1e-10, atol=1e-10)
@@ -441,7 +447,8 @@ def test_free_energy_is_stable_for_large_inputs():
     W = np.array([[1000.0], [-1000.0]])
     V = np.array([[1.0]])
     out = np.empty(1)
-    rk.free_energy(V, W, np.zeros(1), np.zeros(2), 0, 0, np.empty((1, 2)), out)
+    rk.free_energy(V, W, np.zeros(1), np.zeros(2), 0, 0, np.empty((1, 2)), out,
+                   rk.dense_pointer(np.float64))
     assert_allclose(out, [-1000.0])
 
 
@@ -535,6 +542,7 @@ def test_gibbs_step_matches_numpy(n, n_vis, n_hid, visible_kind, hidden_kind, dt
     rk.gibbs_step(
         V.astype(dtype), W.astype(dtype), b_vis.astype(dtype), b_hid.astype(dtype),
         visible_kind, hidden_kind, np.int64(seed), np.empty((n, n_hid), dtype), out,
+        rk.hidden_pointer(dtype), rk.dense_pointer(dtype),
     )
     assert out.dtype == dtype
     if dtype == np.float64:
@@ -608,6 +616,7 @@ def run_cd_epoch(X, order, params, visible_kind, hidden_kind, cd_steps, persiste
             momentum, weight_decay, batch_size, np.int64(seed),
             np.empty((2 * batch_size, n_vis), dtype), np.empty((2 * batch_size, n_hid), dtype),
             np.empty((batch_size, n_hid), dtype), start // batch_size, error_cols,
+            *rk.cd_pointers(dtype),
         )
     p["error"] = error
     return p
@@ -756,7 +765,7 @@ def test_cd_epoch_refuses_error_columns_of_the_wrong_length():
             _readonly(rng.rand(n, n_vis)), np.arange(n), p["W"], p["b_vis"], p["b_hid"],
             p["vel_W"], p["vel_vis"], p["vel_hid"], 0, 0, 1, False, p["chain"], 0.1, 0.5, 0.0,
             n, np.int64(1), np.empty((2 * n, n_vis)), np.empty((2 * n, n_hid)),
-            np.empty((n, n_hid)), 0, np.zeros(n_vis - 1),
+            np.empty((n, n_hid)), 0, np.zeros(n_vis - 1), *rk.cd_pointers(np.float64),
         )
 
 
@@ -847,7 +856,7 @@ def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None, lin=None):
     loss = bp.batch_loss_grad(
         np.ascontiguousarray(Xb, dtype), params, grads, net["shapes"], net["w_off"],
         net["b_off"], net["act_kind"], loss_kind, alpha, acts, act_off,
-        np.empty(b * width, dtype), np.empty(b * width, dtype), lin,
+        np.empty(b * width, dtype), np.empty(b * width, dtype), lin, *bp.layer_pointers(dtype),
     )
     return loss, grads
 
@@ -990,6 +999,7 @@ def test_forward_layers_in_chunks_matches_numpy(dtype, first, stop):
     bp.forward_layers(
         X, net["params"], net["shapes"], net["w_off"], net["b_off"], net["act_kind"], first,
         stop, out, np.empty(chunk * width, dtype), np.empty(chunk * width, dtype), chunk,
+        bp.dense_pointer(dtype),
     )
     assert out.dtype == dtype
     assert_allclose(out, numpy_forward(X, net, first=first, stop=stop), **tol(dtype))
@@ -1066,7 +1076,7 @@ def run_finetune_epoch(X, order, net, solver, batch_size, step, state, hyper, lo
         net["b_off"], net["act_kind"], loss_kind, np.empty((batch_size, X.shape[1]), dtype),
         np.empty(int(batch_size * widths.sum()), dtype), act_off,
         np.empty(batch_size * width, dtype), np.empty(batch_size * width, dtype),
-        np.empty((0, X.shape[1]), dtype),
+        np.empty((0, X.shape[1]), dtype), *bp.layer_pointers(dtype),
     )
     return params, state_a, state_b, loss, new_step
 
@@ -1284,7 +1294,7 @@ def run_quantized_gradient(X, net, loss_kind, code_layer, q, noise, weight, stat
         net["b_off"], net["act_kind"], loss_kind, np.empty_like(X),
         np.empty(int(n * widths.sum())), act_off, np.empty(n * width), np.empty(n * width),
         np.empty((0, X.shape[1])), code_layer, lo, step, n_levels, noise, density, weight,
-        stats,
+        stats, *bp.layer_pointers(X.dtype),
     )
     assert_array_equal(params, net["params"])
     return loss, grads

@@ -17,12 +17,20 @@ output units; the gradient is that of the batch mean (plus ``alpha / 2 * ||W||^2
 Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 """
 
+import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from ._blas import block_gemm, check_gemm, gemm
-from ._dense import block_bounds, dense_forward, gather_csr_rows, gather_rows, n_blocks
-from ._jit import njit
+from ._dense import (
+    block_bounds,
+    dense_forward,
+    dense_pointer,
+    gather_csr_rows,
+    gather_rows,
+    n_blocks,
+)
+from ._jit import KernelPointer, as_readonly, njit, unliteral
 from ._math import sigmoid, softplus
 
 from ._codes import (  # noqa: F401
@@ -47,14 +55,16 @@ def layer_views(params, shapes, w_off, b_off, layer):
 
 
 @njit
-def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, buf_a, buf_b, chunk):
+def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, buf_a, buf_b, chunk,
+                   dense_block):
     """Run layers ``first .. stop - 1`` on ``X``, ``chunk`` rows at a time, into ``out``.
 
     ``buf_a`` and ``buf_b`` are flat scratch buffers of at least ``chunk * max width``.
+    ``dense_block`` is :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
     """
     n = X.shape[0]
     for r0 in range(0, n, chunk):
-        rows = min(chunk, n - r0)
+        rows = n - r0 if n - r0 < chunk else chunk  # min(): see _jit.njit
         inp = X[r0 : r0 + rows]
         for layer in range(first, stop):
             W, c = layer_views(params, shapes, w_off, b_off, layer)
@@ -65,7 +75,7 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
                 dest = buf_a[: rows * n_out].reshape((rows, n_out))
             else:
                 dest = buf_b[: rows * n_out].reshape((rows, n_out))
-            dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest)
+            dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest, dense_block)
             inp = dest
 
 
@@ -95,7 +105,8 @@ def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, mome
 
 
 @njit(parallel=True, internal=True)
-def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols, accumulate):
+def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols, accumulate,
+                  block):
     """Output pre-activation, loss and delta, fused per block of output units.
 
     With ``accumulate``, ``Z`` already holds a term of the pre-activation (the linear
@@ -104,52 +115,66 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
     The cross-entropy is ``softplus(z) - x z``, exact from the pre-activation (no log 0).
     Losses are summed per output unit into ``loss_cols`` (float64): per-column sums have
     no cross-lane reduction, so the loops vectorise. Slices and 0-based loops throughout,
-    for the same reason (see _dense).
+    for the same reason (see _dense). ``block`` is :func:`_output_block` (see
+    :func:`layer_pointers`).
     """
+    b, n_in = inp.shape
+    m = Z.shape[1]
+    # Every block's GEMM operands, checked whole before the parallel loop (see
+    # _dense.dense_forward).
+    check_gemm(False, False, b, m, n_in, inp, n_in, W, m, Z, m)
+    # The block's argument types, fixed (see layer_pointers).
+    inp_in, W_in, c_in, Xb_in = as_readonly(inp), as_readonly(W), as_readonly(c), as_readonly(Xb)
+    flags = unliteral(out_sigmoid), unliteral(cross_entropy), unliteral(accumulate)
+    blocks = n_blocks(m)
+    for blk in prange(blocks):
+        block(inp_in, W_in, c_in, Xb_in, flags[0], flags[1], inv_b, Z, delta, loss_cols, flags[2],
+              blocks, np.int64(blk))
+
+
+@njit
+def _output_block(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols, accumulate,
+                  blocks, blk):
+    """Output block ``blk`` of ``blocks`` of :func:`_output_layer`."""
     b, n_in = inp.shape
     m = Z.shape[1]
     one = Z.dtype.type(1.0)
     two = Z.dtype.type(2.0)
-    # Every block's GEMM operands, checked whole before the parallel loop (see
-    # _dense.dense_forward).
-    check_gemm(False, False, b, m, n_in, inp, n_in, W, m, Z, m)
-    blocks = n_blocks(m)
-    for blk in prange(blocks):
-        j0, j1 = block_bounds(m, blocks, blk)
-        if j1 > j0:
-            block_gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m,
-                       1.0 if accumulate else 0.0, Z[:, j0:], m)
-            width = j1 - j0
-            bias = c[j0:j1]
-            lc = loss_cols[j0:j1]
-            for j in range(width):
-                lc[j] = 0.0
-            for i in range(b):
-                z = Z[i, j0:j1]
-                x = Xb[i, j0:j1]
-                d = delta[i, j0:j1]
-                if out_sigmoid and cross_entropy:
-                    for j in range(width):
-                        zj = z[j] + bias[j]
-                        d[j] = softplus(zj) - x[j] * zj  # the loss, until the next loop
-                        z[j] = sigmoid(zj)
-                    for j in range(width):
-                        lc[j] += d[j]
-                        d[j] = (z[j] - x[j]) * inv_b
-                elif out_sigmoid:
-                    for j in range(width):
-                        a = sigmoid(z[j] + bias[j])
-                        e = a - x[j]
-                        d[j] = two * e * a * (one - a) * inv_b
-                        z[j] = a
-                        lc[j] += e * e
-                else:
-                    for j in range(width):
-                        a = z[j] + bias[j]
-                        e = a - x[j]
-                        d[j] = two * e * inv_b
-                        z[j] = a
-                        lc[j] += e * e
+    j0, j1 = block_bounds(m, blocks, blk)
+    if j1 > j0:
+        block_gemm(False, False, b, j1 - j0, n_in, 1.0, inp, n_in, W[:, j0:], m,
+                   1.0 if accumulate else 0.0, Z[:, j0:], m)
+        width = j1 - j0
+        bias = c[j0:j1]
+        lc = loss_cols[j0:j1]
+        for j in range(width):
+            lc[j] = 0.0
+        for i in range(b):
+            z = Z[i, j0:j1]
+            x = Xb[i, j0:j1]
+            d = delta[i, j0:j1]
+            if out_sigmoid and cross_entropy:
+                for j in range(width):
+                    zj = z[j] + bias[j]
+                    d[j] = softplus(zj) - x[j] * zj  # the loss, until the next loop
+                    z[j] = sigmoid(zj)
+                for j in range(width):
+                    lc[j] += d[j]
+                    d[j] = (z[j] - x[j]) * inv_b
+            elif out_sigmoid:
+                for j in range(width):
+                    a = sigmoid(z[j] + bias[j])
+                    e = a - x[j]
+                    d[j] = two * e * a * (one - a) * inv_b
+                    z[j] = a
+                    lc[j] += e * e
+            else:
+                for j in range(width):
+                    a = z[j] + bias[j]
+                    e = a - x[j]
+                    d[j] = two * e * inv_b
+                    z[j] = a
+                    lc[j] += e * e
 
 
 @njit(internal=True)
@@ -177,49 +202,95 @@ def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, mome
 
 @njit(parallel=True, internal=True)
 def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha,
-                 params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps):
+                 params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps, block):
     """Per block of input units ``[i0, i1)``: weight gradient rows, delta columns for the
-    layer below (from the old weights), then the optimiser step on those rows."""
+    layer below (from the old weights), then the optimiser step on those rows. ``block``
+    is :func:`_weight_block` (see :func:`layer_pointers`)."""
     b, n_in = layer_in.shape
     n_out = delta.shape[1]
-    one = W.dtype.type(1.0)
     # Every block's GEMM operands, checked whole before the parallel loop (see
     # _dense.dense_forward).
     check_gemm(True, False, n_in, n_out, b, layer_in, n_in, delta, n_out, gW, n_out)
     if propagate:
         check_gemm(False, True, b, n_in, n_out, delta, n_out, W, n_out, new_delta, n_in)
     blocks = n_blocks(n_in)
+    # The block's argument types, fixed (see layer_pointers).
+    in_in, delta_in, W_in = as_readonly(layer_in), as_readonly(delta), as_readonly(W)
+    start, kind = unliteral(w_start), unliteral(solver)
+    flags = unliteral(propagate), unliteral(sigmoid_below)
     for blk in prange(blocks):
-        i0, i1 = block_bounds(n_in, blocks, blk)
-        if i1 > i0:
-            block_gemm(True, False, i1 - i0, n_out, b, 1.0, layer_in[:, i0:], n_in, delta, n_out, 0.0,
-                       gW[i0:], n_out)
-            if alpha != 0.0:
-                for i in range(i1 - i0):
-                    g_row = gW[i0 + i]
-                    w_row = W[i0 + i]
-                    for j in range(n_out):
-                        g_row[j] += alpha * w_row[j]
-            if propagate:
-                block_gemm(False, True, b, i1 - i0, n_out, 1.0, delta, n_out, W[i0:], n_out, 0.0,
-                           new_delta[:, i0:], n_in)
-                if sigmoid_below:
-                    for r in range(b):
-                        a_seg = layer_in[r, i0:i1]
-                        d_seg = new_delta[r, i0:i1]
-                        for i in range(i1 - i0):
-                            d_seg[i] *= a_seg[i] * (one - a_seg[i])
-            _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
-                          solver, lr, momentum, beta1, beta2, eps)
+        block(in_in, delta_in, W_in, gW, start, new_delta, flags[0], flags[1], alpha, params, grads,
+              state_a, state_b, kind, lr, momentum, beta1, beta2, eps, blocks, np.int64(blk))
 
+
+@njit
+def _weight_block(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha, params,
+                  grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps, blocks, blk):
+    """Input block ``blk`` of ``blocks`` of :func:`_weight_step`."""
+    b, n_in = layer_in.shape
+    n_out = delta.shape[1]
+    one = W.dtype.type(1.0)
+    i0, i1 = block_bounds(n_in, blocks, blk)
+    if i1 > i0:
+        block_gemm(True, False, i1 - i0, n_out, b, 1.0, layer_in[:, i0:], n_in, delta, n_out, 0.0,
+                   gW[i0:], n_out)
+        if alpha != 0.0:
+            for i in range(i1 - i0):
+                g_row = gW[i0 + i]
+                w_row = W[i0 + i]
+                for j in range(n_out):
+                    g_row[j] += alpha * w_row[j]
+        if propagate:
+            block_gemm(False, True, b, i1 - i0, n_out, 1.0, delta, n_out, W[i0:], n_out, 0.0,
+                       new_delta[:, i0:], n_in)
+            if sigmoid_below:
+                for r in range(b):
+                    a_seg = layer_in[r, i0:i1]
+                    d_seg = new_delta[r, i0:i1]
+                    for i in range(i1 - i0):
+                        d_seg[i] *= a_seg[i] * (one - a_seg[i])
+        _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
+                      solver, lr, momentum, beta1, beta2, eps)
+
+
+
+_LAYER_POINTERS = {}
+
+
+def layer_pointers(dtype):
+    """The blocks of :func:`~skdae._kernels._dense.dense_forward`, :func:`_output_layer`
+    and :func:`_weight_step` for ``dtype``: the ``dense_block``, ``output_block`` and
+    ``weight_block`` arguments of the kernels here (separate arguments: Numba warns on a
+    tuple of function pointers).
+
+    A tuple of :class:`~skdae._kernels._jit.KernelPointer` (see there why), each block
+    compiled once per dtype, for the exact argument types the kernels pass.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _LAYER_POINTERS:
+        f = numba.from_dtype(dtype)
+        ro2 = types.Array(f, 2, "C", readonly=True)
+        ro1 = types.Array(f, 1, "C", readonly=True)
+        a2 = types.Array(f, 2, "C")
+        a1 = types.Array(f, 1, "C")
+        cols = types.Array(types.float64, 1, "C")
+        i8, flag = types.int64, types.boolean
+        _LAYER_POINTERS[dtype] = (
+            dense_pointer(dtype),
+            KernelPointer(_output_block, types.none(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2, cols,
+                                                    flag, i8, i8)),
+            KernelPointer(_weight_block, types.none(ro2, ro2, ro2, a2, i8, a2, flag, flag, f, a1,
+                                                    a1, a1, a1, i8, f, f, f, f, f, i8, i8)),
+        )
+    return _LAYER_POINTERS[dtype]
 
 # Inlined into its callers: as a compiled function of its own, its module (with every
 # layer's kernels linked in) would be optimised and emitted once more (see _jit.njit).
 @njit(inline="always")
 def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
                delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum, beta1,
-               beta2, epsilon, lin, code_layer=-1, q_lo=None, q_step=None, q_levels=None,
-               q_noise=None, q_rate=None):
+               beta2, epsilon, lin, dense_block, output_block, weight_block, code_layer=-1,
+               quantizer=None):
     """Forward, backward and (unless ``solver`` is -1) one optimiser step on one batch.
 
     ``Xb`` (b, n_features) is both the input and the target. ``acts`` is a flat buffer
@@ -227,15 +298,15 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     ``delta_a`` / ``delta_b`` are flat scratch of at least ``b * max width``. ``step`` is the
     1-based index of this update (Adam's bias correction). ``grads`` receives the gradient.
 
-    With ``q_lo`` given, the activations of layer ``code_layer`` go through
-    :func:`quantize_code_layer` before the decoder sees them (quantization-aware
+    With ``quantizer`` given (``(lo, step, n_levels, noise, density, rate_weight,
+    stats)``, one tuple: a call with more than 30 arguments compiles to one with
+    ``*args``, which Numba cannot inline), the activations of layer ``code_layer`` go
+    through :func:`quantize_code_layer` before the decoder sees them (quantization-aware
     fine-tuning); the backward pass treats that step as the identity (straight through).
-    ``q_rate`` is ``(density, weight, stats)`` (one argument: a call of more than 30
-    arguments compiles to ``f(*args)``, which Numba cannot inline): with ``weight`` above
-    0, the objective gains ``weight`` times the bits of the quantized codes under the
-    per-unit densities ``density``, whose gradient is added to the code's delta
-    (:func:`code_rate_gradient`, which also sums the codes into ``stats``); the returned
-    loss includes that term.
+    With ``rate_weight`` above 0, the objective gains ``rate_weight`` times the bits of
+    the quantized codes under the per-unit densities ``density``, whose gradient is added
+    to the code's delta (:func:`code_rate_gradient`, which also sums the codes into
+    ``stats``); the returned loss includes that term.
 
     ``lin`` (``(n_codes, n_features)``, orthonormal rows, or no rows) is a fixed linear
     path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
@@ -243,6 +314,9 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     the code and output layers' weights at zero the network is PCA with components
     ``lin``. ``lin`` is not trained; its decoder term adds ``delta_out @ lin.T`` to the
     code's delta.
+
+    ``dense_block``, ``output_block`` and ``weight_block`` are :func:`layer_pointers`
+    of the dtype.
 
     Returns the summed (not averaged) loss of the batch, without the L2 term.
     """
@@ -269,13 +343,13 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         W, c = layer_views(params, shapes, w_off, b_off, layer)
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
-        dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest)
+        dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest, dense_block)
         if n_lin > 0 and layer == lin_layer:
             gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features, 1.0,
                  dest, n_lin)
-        if q_lo is not None:
+        if quantizer is not None:
             if layer == code_layer:
-                quantize_code_layer(dest, q_lo, q_step, q_levels, q_noise)
+                quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2], quantizer[3])
         inp = dest
 
     last = n_layers - 1
@@ -288,7 +362,7 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         gemm(False, False, b, n_features, n_lin, 1.0, code, n_lin, lin, n_features, 0.0, Z,
              n_features)
     _output_layer(inp, W, c, Xb, act_kind[last] == ACT_SIGMOID, loss_kind == LOSS_CROSS_ENTROPY,
-                  inv_b, Z, delta, loss_cols, n_lin > 0)
+                  inv_b, Z, delta, loss_cols, n_lin > 0, output_block)
     loss = 0.0
     for j in range(n_features):
         loss += loss_cols[j]
@@ -310,7 +384,7 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         _bias_step(delta, params, grads, state_a, state_b, b_off[layer], solver, lr, mom, b1, b2, eps)
         _weight_step(layer_in, delta, W, gW, w_off[layer], new_delta, layer > 0,
                      layer > 0 and act_kind[layer - 1] == ACT_SIGMOID, alpha_, params, grads,
-                     state_a, state_b, solver, lr, mom, b1, b2, eps)
+                     state_a, state_b, solver, lr, mom, b1, b2, eps, weight_block)
         if n_lin > 0 and layer == lin_layer + 1:
             # The code's delta from the linear path's decoder term (the code is linear).
             for r in range(b):
@@ -318,14 +392,16 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
                 l_row = lin_delta[r]
                 for j in range(n_lin):
                     d_row[j] += l_row[j]
-        if q_rate is not None:
-            density, rate_weight, stats = q_rate
+        if quantizer is not None:
+            rate_weight = quantizer[5]
             if layer == code_layer + 1 and rate_weight > 0.0:
                 n_code = shapes[code_layer, 1]
                 code = acts[act_off[code_layer] : act_off[code_layer] + b * n_code].reshape(
                     (b, n_code))
-                bits = code_rate_gradient(code, q_lo, q_step, q_levels, density, rate_weight / b,
-                                          act_kind[code_layer] == ACT_SIGMOID, new_delta, stats)
+                bits = code_rate_gradient(code, quantizer[0], quantizer[1], quantizer[2],
+                                          quantizer[4], rate_weight / b,
+                                          act_kind[code_layer] == ACT_SIGMOID, new_delta,
+                                          quantizer[6])
                 loss += rate_weight * bits
         delta = new_delta
     return loss
@@ -333,17 +409,19 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
 
 @njit
 def batch_loss_grad(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts, act_off,
-                    delta_a, delta_b, lin):
+                    delta_a, delta_b, lin, dense_block, output_block, weight_block):
     """Loss of one batch and the gradient of its mean into ``grads`` (no update).
 
     ``lin``: the linear path (see :func:`batch_step`), or an array with no rows.
+    ``dense_block``, ``output_block`` and ``weight_block`` are :func:`layer_pointers` of
+    the dtype.
 
     Returns the summed (not averaged) loss of the batch, without the L2 term.
     """
     empty = np.empty(0, params.dtype)
     return batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha, acts,
                       act_off, delta_a, delta_b, empty, empty, 1, SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0,
-                      lin)
+                      lin, dense_block, output_block, weight_block)
 
 
 @njit(parallel=True)
@@ -402,13 +480,17 @@ def finetune_epoch(
     delta_a,
     delta_b,
     lin,
+    dense_block,
+    output_block,
+    weight_block,
 ):
     """One epoch of minibatch backprop over the rows ``order`` of ``X``.
 
     ``solver`` 0 is SGD with momentum (``state_a`` the velocity), 1 is Adam (``state_a``,
     ``state_b`` the moment estimates). ``step`` is the number of updates made so far.
     ``Xb`` is a ``(batch_size, n_features)`` gather buffer. ``lin`` is the linear path
-    (see :func:`batch_step`), or an array with no rows.
+    (see :func:`batch_step`), or an array with no rows. ``dense_block``, ``output_block``
+    and ``weight_block`` are :func:`layer_pointers` of the dtype.
 
     Returns
     -------
@@ -423,13 +505,14 @@ def finetune_epoch(
     n = order.shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         batch = Xb[:b]
         gather_rows(X, order, start, batch)
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon, lin)
+                            learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
+                            output_block, weight_block)
     return total, step
 
 
@@ -437,7 +520,8 @@ def finetune_epoch(
 def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, params, grads,
                        state_a, state_b, step, solver, learning_rate, momentum, beta1, beta2,
                        epsilon, alpha, batch_size, shapes, w_off, b_off, act_kind, loss_kind, Xb,
-                       acts, act_off, delta_a, delta_b, lin):
+                       acts, act_off, delta_a, delta_b, lin, dense_block, output_block,
+                       weight_block):
     """:func:`finetune_epoch` over the rows of a CSR matrix ``(data, indices, indptr)``.
 
     Each minibatch is densified into ``Xb`` (standardised with ``mean`` and ``scale`` when
@@ -449,13 +533,14 @@ def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, p
     n = order.shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         batch = Xb[:b]
         gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize, batch)
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon, lin)
+                            learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
+                            output_block, weight_block)
     return total, step
 
 
@@ -578,7 +663,7 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
                              momentum, beta1, beta2, epsilon, alpha, batch_size, shapes, w_off,
                              b_off, act_kind, loss_kind, Xb, acts, act_off, delta_a, delta_b,
                              lin, code_layer, q_lo, q_step, q_levels, q_noise, q_density,
-                             q_rate_weight, q_stats):
+                             q_rate_weight, q_stats, dense_block, output_block, weight_block):
     """:func:`finetune_epoch` with the code layer quantized (:func:`quantize_code_layer`).
 
     ``q_noise`` holds one row of uniform noise per row of ``order`` (in that order), or
@@ -587,6 +672,8 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
     (float64, ``(2, n_units)``: each unit's logistic location and scale), and the codes
     are summed into ``q_stats`` (float64, ``(2, n_units)``: sums and sums of squares),
     from which the caller re-estimates the densities (see :func:`code_rate_gradient`).
+    ``dense_block``, ``output_block`` and ``weight_block`` are :func:`layer_pointers` of
+    the dtype.
     """
     n_params = params.shape[0]
     if state_a.shape[0] != n_params or (solver == SOLVER_ADAM and state_b.shape[0] != n_params):
@@ -606,7 +693,8 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
         step += 1
         total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon, lin, code_layer,
-                            q_lo, q_step, q_levels, q_noise[start : start + b],
-                            (q_density, q_rate_weight, q_stats))
+                            learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
+                            output_block, weight_block, code_layer,
+                            (q_lo, q_step, q_levels, q_noise[start : start + b], q_density,
+                             q_rate_weight, q_stats))
     return total, step

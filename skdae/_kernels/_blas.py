@@ -155,7 +155,7 @@ def _operand_problem(shape, strides, itemsize, rows, cols, ld):
     with row stride ``ld``: 0, or the code of the first problem found."""
     if shape[0] < rows or shape[1] < cols:
         return _TOO_SMALL
-    if ld < max(1, cols) or ld > _INT32_MAX:
+    if ld < 1 or ld < cols or ld > _INT32_MAX:
         return _BAD_LD
     # Strides matter only where BLAS steps by them: along a row of more than one element,
     # across more than one (non-empty) row.
@@ -174,7 +174,7 @@ def _gemm_problem(trans_a, trans_b, m, n, k, a_shape, a_strides, lda, b_shape, b
                   c_shape, c_strides, ldc, itemsize):
     """``(problem, operand)``: the first problem found (0: none) and its operand (0 A, 1 B,
     2 C)."""
-    if min(m, n, k) < 0 or max(m, n, k) > _INT32_MAX:
+    if m < 0 or n < 0 or k < 0 or m > _INT32_MAX or n > _INT32_MAX or k > _INT32_MAX:
         return _BAD_SIZES, 0
     if trans_a:
         found = _operand_problem(a_shape, a_strides, itemsize, k, m, lda)

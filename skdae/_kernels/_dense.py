@@ -7,12 +7,19 @@ exactly one block, with any sum over blocks taken afterwards in block order. So 
 is bitwise the same for any thread count, and each block's GEMM and the fused pass after
 it touch the same cache-resident memory. Threads are set by the caller
 (:func:`skdae._base.thread_limits`), which also pins BLAS to one thread.
+
+A parallel kernel checks the whole problem, then its ``prange`` body only calls the
+block's function (``_dense_block`` here), compiled once, serially, and passed in as a
+function pointer (:class:`~skdae._kernels._jit.KernelPointer`): that keeps a cold start
+from compiling every loop body four times over.
 """
 
-from numba import prange
+import numba
+import numpy as np
+from numba import prange, types
 
 from ._blas import block_gemm, check_gemm
-from ._jit import njit
+from ._jit import KernelPointer, as_readonly, njit, unliteral
 from ._math import sigmoid
 
 # Columns per block, at most. Blocks are few and wide: a single-threaded GEMM split into
@@ -33,15 +40,22 @@ def n_blocks(m):
 def block_bounds(m, blocks, block):
     """``[start, stop)`` of column block ``block`` out of ``blocks`` over ``m`` columns."""
     width = (m + blocks - 1) // blocks
-    start = min(m, block * width)
-    return start, min(m, start + width)
+    # Comparisons, not min(): see _jit.njit on what builtins cost a cold start.
+    start = block * width
+    if start > m:
+        start = m
+    stop = start + width
+    if stop > m:
+        stop = m
+    return start, stop
 
 
 @njit(parallel=True)
-def dense_forward(A, W, w_transposed, bias, sigmoid_units, out):
+def dense_forward(A, W, w_transposed, bias, sigmoid_units, out, block):
     """``out = f(A @ op(W) + bias)``, ``f`` sigmoid or identity, in column blocks.
 
-    ``A`` is ``(n, k)``; ``W`` is ``(k, m)``, or ``(m, k)`` with ``w_transposed``.
+    ``A`` is ``(n, k)``; ``W`` is ``(k, m)``, or ``(m, k)`` with ``w_transposed``; all
+    C-contiguous. ``block`` is :func:`dense_pointer` of the dtype.
     """
     n, k = A.shape
     m = out.shape[1]
@@ -51,26 +65,56 @@ def dense_forward(A, W, w_transposed, bias, sigmoid_units, out):
         check_gemm(False, True, n, m, k, A, k, W, k, out, m)
     else:
         check_gemm(False, False, n, m, k, A, k, W, m, out, m)
+    A_in = as_readonly(A)
+    W_in = as_readonly(W)
+    bias_in = as_readonly(bias)
+    transposed = unliteral(w_transposed)
+    sigmoid_out = unliteral(sigmoid_units)
     blocks = n_blocks(m)
     for blk in prange(blocks):
-        j0, j1 = block_bounds(m, blocks, blk)
-        if j1 > j0:
-            if w_transposed:
-                block_gemm(False, True, n, j1 - j0, k, 1.0, A, k, W[j0:], k, 0.0, out[:, j0:], m)
+        block(A_in, W_in, transposed, bias_in, sigmoid_out, out, blocks, np.int64(blk))
+
+
+@njit
+def _dense_block(A, W, w_transposed, bias, sigmoid_units, out, blocks, blk):
+    """Column block ``blk`` of ``blocks`` of :func:`dense_forward`."""
+    n, k = A.shape
+    m = out.shape[1]
+    j0, j1 = block_bounds(m, blocks, blk)
+    if j1 > j0:
+        if w_transposed:
+            block_gemm(False, True, n, j1 - j0, k, 1.0, A, k, W[j0:], k, 0.0, out[:, j0:], m)
+        else:
+            block_gemm(False, False, n, j1 - j0, k, 1.0, A, k, W[:, j0:], m, 0.0, out[:, j0:], m)
+        # Loops over slices from 0: with an index that could be negative, Numba's
+        # wraparound check keeps LLVM from vectorising (7x slower here).
+        b_seg = bias[j0:j1]
+        for i in range(n):
+            seg = out[i, j0:j1]
+            if sigmoid_units:
+                for j in range(seg.shape[0]):
+                    seg[j] = sigmoid(seg[j] + b_seg[j])
             else:
-                block_gemm(False, False, n, j1 - j0, k, 1.0, A, k, W[:, j0:], m, 0.0, out[:, j0:],
-                           m)
-            # Loops over slices from 0: with an index that could be negative, Numba's
-            # wraparound check keeps LLVM from vectorising (7x slower here).
-            b_seg = bias[j0:j1]
-            for i in range(n):
-                seg = out[i, j0:j1]
-                if sigmoid_units:
-                    for j in range(seg.shape[0]):
-                        seg[j] = sigmoid(seg[j] + b_seg[j])
-                else:
-                    for j in range(seg.shape[0]):
-                        seg[j] += b_seg[j]
+                for j in range(seg.shape[0]):
+                    seg[j] += b_seg[j]
+
+
+_DENSE_POINTERS = {}
+
+
+def dense_pointer(dtype):
+    """:func:`_dense_block` for ``dtype``, the ``block`` argument of :func:`dense_forward`
+    (a :class:`~skdae._kernels._jit.KernelPointer`, see there why)."""
+    dtype = np.dtype(dtype)
+    if dtype not in _DENSE_POINTERS:
+        f = numba.from_dtype(dtype)
+        ro2 = types.Array(f, 2, "C", readonly=True)
+        ro1 = types.Array(f, 1, "C", readonly=True)
+        a2 = types.Array(f, 2, "C")
+        i8, flag = types.int64, types.boolean
+        _DENSE_POINTERS[dtype] = KernelPointer(
+            _dense_block, types.none(ro2, ro2, flag, ro1, flag, a2, i8, i8))
+    return _DENSE_POINTERS[dtype]
 
 
 @njit

@@ -14,7 +14,7 @@ import os
 
 import numba
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, typeof_impl
 
 _FALSE = {"0", "false", "no", "off"}
 
@@ -38,7 +38,11 @@ def njit(*args, internal=False, **kwargs):
     into each caller and optimises and emits it again there. So the kernels keep few,
     shallow layers of compiled functions: small helpers are ``inline="always"`` (typed
     into their caller, never built alone), and ``internal=True`` marks a kernel called
-    only from other kernels, which then gets no Python or C entry point.
+    only from other kernels, which then gets no Python or C entry point. Builtins such as
+    ``min`` and ``max`` are overloads that Numba compiles as functions of their own, once
+    per tuple of argument types and again for every set of compiler flags (a parallel
+    kernel's differ from a serial one's): the kernels write ``b if b < a else a`` instead,
+    the compare and select Numba emits for ``min(a, b)``.
     """
     if internal:
         kwargs.setdefault("no_cpython_wrapper", True)
@@ -86,3 +90,43 @@ def unliteral(typingctx, value):
         return context.cast(builder, args[0], signature.args[0], signature.return_type)
 
     return sig, codegen
+
+
+class KernelPointer:
+    """A kernel compiled for one signature, passed to other kernels as a function pointer.
+
+    Why: Numba builds a ``prange`` loop as four libraries (the loop body, two wrappers, the
+    kernel), each linking the one below and optimising and emitting all of it again, and
+    every caller of the kernel once more. A loop body that is a call through a pointer is
+    a few instructions in each of them, while the body itself is compiled once, serially:
+    a parallel phase compiles in about a third of the time. Kernels take the pointer as an
+    argument (typed :class:`numba.types.FunctionType` of ``signature``), never as a global,
+    so a kernel cached on disk holds no address: each call unboxes the pointer from this
+    object, compiling or loading the target for exactly the signature the calling kernel
+    was compiled with.
+
+    The target is called through its C entry point, which cannot raise: targets check
+    nothing and never raise (their callers check the whole problem first).
+
+    Parameters
+    ----------
+    dispatcher : numba dispatcher
+        The target kernel (compiled with its C entry point, so not ``internal``).
+    signature : numba signature
+        The one signature the target is compiled and called with.
+    """
+
+    def __init__(self, dispatcher, signature):
+        self.dispatcher = dispatcher
+        self.signature = signature
+
+    def __wrapper_address__(self):
+        # Numba's protocol for first-class functions (numba.experimental.function_type):
+        # the address of the C entry point compiled for the signature.
+        result = self.dispatcher.get_compile_result(self.signature)
+        return result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+
+
+@typeof_impl.register(KernelPointer)
+def _typeof_kernel_pointer(value, context):
+    return types.FunctionType(value.signature)

@@ -52,7 +52,10 @@ def _int32_as_float32(typingctx, bits):
 
 @njit(inline="always")
 def _exp_f32(x):
-    x = min(max(x, _EXP_MIN), _EXP_MAX)
+    # max(x, lo) then min(x, hi), written as Numba lowers them (one compare and select
+    # each, NaN passing through), without compiling the builtins (see _jit.njit).
+    x = _EXP_MIN if _EXP_MIN > x else x
+    x = _EXP_MAX if _EXP_MAX < x else x
     n = np.floor(x * _LOG2E + _HALF)
     r = x - n * _LN2_HI - n * _LN2_LO
     r2 = r * r
@@ -92,7 +95,7 @@ def softplus(x):
 def _softplus_overload(x):
     if x == types.float32:
         return lambda x: _softplus_f32(x)
-    return lambda x: max(x, 0.0) + np.log1p(np.exp(-abs(x)))
+    return lambda x: (0.0 if 0.0 > x else x) + np.log1p(np.exp(-abs(x)))
 
 
 @njit(inline="always")
@@ -114,5 +117,5 @@ def _softplus_f32(x):
         + s2 * (type(x)(0.2) + s2 * (type(x)(1.0 / 7.0) + s2 * (type(x)(1.0 / 9.0)
         + s2 * (type(x)(1.0 / 11.0) + s2 * (type(x)(1.0 / 13.0) + s2 * type(x)(1.0 / 15.0))))))
     )
-    return max(x, zero) + two * s * series
+    return (zero if zero > x else x) + two * s * series  # max(x, 0): see _exp_f32
 

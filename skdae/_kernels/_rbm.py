@@ -15,12 +15,21 @@ Visible units are mean-field: the negative phase uses visible means, never sampl
 visible layer.
 """
 
+import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from ._blas import block_gemm, check_gemm
-from ._dense import block_bounds, copy_rows, dense_forward, gather_csr_rows, gather_rows, n_blocks
-from ._jit import as_readonly, njit, unliteral
+from ._dense import (
+    block_bounds,
+    copy_rows,
+    dense_forward,
+    dense_pointer,  # noqa: F401 (also the estimators' way to it)
+    gather_csr_rows,
+    gather_rows,
+    n_blocks,
+)
+from ._jit import KernelPointer, as_readonly, njit, unliteral
 from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
 
@@ -49,31 +58,35 @@ def sample_units(means, out, bernoulli, key):
 
 
 @njit
-def hidden_means(V, W, b_hid, hidden_kind, out):
+def hidden_means(V, W, b_hid, hidden_kind, out, hidden_block):
     """Hidden means ``f(V W^T + b_hid)`` into ``out`` of shape ``(n, n_hidden)``.
 
     The same compiled phase as CD's positive phase (nothing sampled), so a fit compiles
-    it once for both.
+    it once for both. ``hidden_block`` is :func:`hidden_pointer` of the dtype.
     """
     _hidden_phase(as_readonly(V), as_readonly(W), as_readonly(b_hid), hidden_kind, out, out,
-                  unliteral(False), np.uint64(0))
+                  unliteral(False), np.uint64(0), hidden_block)
 
 
 @njit
-def visible_means(H, W, b_vis, visible_kind, out):
-    """Visible means ``f(H W + b_vis)`` into ``out`` of shape ``(n, n_visible)``."""
-    dense_forward(H, W, False, b_vis, visible_kind == VISIBLE_BERNOULLI, out)
+def visible_means(H, W, b_vis, visible_kind, out, dense_block):
+    """Visible means ``f(H W + b_vis)`` into ``out`` of shape ``(n, n_visible)``.
+
+    ``dense_block`` is :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
+    """
+    dense_forward(H, W, False, b_vis, visible_kind == VISIBLE_BERNOULLI, out, dense_block)
 
 
 @njit(parallel=True)
-def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
+def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out, dense_block):
     """Free energy ``F(v)`` of each row of ``V`` into ``out`` (float64).
 
     ``-F(v)`` is the log of the unnormalised marginal probability of ``v``. Hidden units are
     summed out exactly: Bernoulli units give ``-softplus(x)``, unit-variance linear units
     ``-x**2 / 2`` (constants dropped). ``H`` is a scratch buffer ``(n, n_hidden)``.
+    ``dense_block`` is :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
     """
-    dense_forward(V, W, True, b_hid, False, H)
+    dense_forward(V, W, True, b_hid, False, H, dense_block)
     n, n_vis = V.shape
     n_hid = H.shape[1]
     for i in prange(n):
@@ -98,115 +111,138 @@ def free_energy(V, W, b_vis, b_hid, visible_kind, hidden_kind, H, out):
 
 
 @njit
-def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out):
+def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out, hidden_block,
+               dense_block):
     """One Gibbs sweep v -> h -> v' with sampled hidden and visible states.
 
     ``H`` is scratch ``(n, n_hidden)``; the visible sample is written to ``out``.
+    ``hidden_block`` is :func:`hidden_pointer` and ``dense_block``
+    :func:`~skdae._kernels._dense.dense_pointer` of the dtype.
     """
-    hidden_means(V, W, b_hid, hidden_kind, H)
+    hidden_means(V, W, b_hid, hidden_kind, H, hidden_block)
     sample_units(H, H, hidden_kind == HIDDEN_BERNOULLI, derive_key(seed, 0))
-    visible_means(H, W, b_vis, visible_kind, out)
+    visible_means(H, W, b_vis, visible_kind, out, dense_block)
     sample_units(out, out, visible_kind == VISIBLE_BERNOULLI, derive_key(seed, 1))
 
 
 @njit(parallel=True, internal=True)
-def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key):
+def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key, block):
     """``H = f(V W^T + b_hid)`` and, if ``sample``, ``H_sample`` drawn from it.
 
     ``V``, ``W`` and ``b_hid`` are read-only (see :func:`~skdae._kernels._jit.as_readonly`):
     one compiled phase serves training and encoding. ``sample`` must be a run-time value,
-    never a constant, for the same reason.
+    never a constant, for the same reason. ``block`` is :func:`_hidden_block` (see
+    :func:`cd_pointers`).
     """
     b, n_vis = V.shape
     n_hid = W.shape[0]
-    bernoulli = hidden_kind == HIDDEN_BERNOULLI
-    one = H.dtype.type(1.0)
-    zero = H.dtype.type(0.0)
     # Every block's GEMM operands, checked whole before the parallel loop (see
     # _dense.dense_forward).
     check_gemm(False, True, b, n_hid, n_vis, V, n_vis, W, n_vis, H, n_hid)
     blocks = n_blocks(n_hid)
     for blk in prange(blocks):
-        j0, j1 = block_bounds(n_hid, blocks, blk)
-        if j1 > j0:
-            block_gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:],
-                       n_hid)
-            # Slices and 0-based loops throughout: they vectorise (see _dense).
-            bias = b_hid[j0:j1]
-            width = j1 - j0
-            for i in range(b):
-                h = H[i, j0:j1]
-                s = H_sample[i, j0:j1]
-                base = i * n_hid + j0
-                if bernoulli:
+        block(V, W, b_hid, hidden_kind, H, H_sample, sample, key, blocks, np.int64(blk))
+
+
+@njit
+def _hidden_block(V, W, b_hid, hidden_kind, H, H_sample, sample, key, blocks, blk):
+    """Block ``blk`` of ``blocks`` of :func:`_hidden_phase`'s hidden units."""
+    b, n_vis = V.shape
+    n_hid = W.shape[0]
+    bernoulli = hidden_kind == HIDDEN_BERNOULLI
+    one = H.dtype.type(1.0)
+    zero = H.dtype.type(0.0)
+    j0, j1 = block_bounds(n_hid, blocks, blk)
+    if j1 > j0:
+        block_gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:],
+                   n_hid)
+        # Slices and 0-based loops throughout: they vectorise (see _dense).
+        bias = b_hid[j0:j1]
+        width = j1 - j0
+        for i in range(b):
+            h = H[i, j0:j1]
+            s = H_sample[i, j0:j1]
+            base = i * n_hid + j0
+            if bernoulli:
+                for j in range(width):
+                    h[j] = sigmoid(h[j] + bias[j])
+                if sample:
                     for j in range(width):
-                        h[j] = sigmoid(h[j] + bias[j])
-                    if sample:
-                        for j in range(width):
-                            s[j] = one if uniform(key, base + j) < h[j] else zero
-                else:
+                        s[j] = one if uniform(key, base + j) < h[j] else zero
+            else:
+                for j in range(width):
+                    h[j] += bias[j]
+                if sample:
                     for j in range(width):
-                        h[j] += bias[j]
-                    if sample:
-                        for j in range(width):
-                            s[j] = h[j] + standard_normal(key, base + j)
+                        s[j] = h[j] + standard_normal(key, base + j)
 
 
 @njit(parallel=True, internal=True)
 def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error,
-                   vel_vis, update_bias, lr_b, mom):
+                   vel_vis, update_bias, lr_b, mom, block):
     """``V_neg = f(H_sample W + b_vis)``; optionally the squared error against ``V_pos``
-    (accumulated per visible unit into ``error_cols``) and the visible-bias update."""
+    (accumulated per visible unit into ``error_cols``) and the visible-bias update.
+    ``block`` is :func:`_visible_block`."""
     b, n_hid = H_sample.shape
     n_vis = W.shape[1]
-    sigmoid_units = visible_kind == VISIBLE_BERNOULLI
     # Every block's GEMM operands, checked whole before the parallel loop (see
     # _dense.dense_forward).
     check_gemm(False, False, b, n_vis, n_hid, H_sample, n_hid, W, n_vis, V_neg, n_vis)
     blocks = n_blocks(n_vis)
     for blk in prange(blocks):
-        j0, j1 = block_bounds(n_vis, blocks, blk)
-        if j1 > j0:
-            block_gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
-                       V_neg[:, j0:], n_vis)
-            bias = b_vis[j0:j1]
-            width = j1 - j0
-            for i in range(b):
-                v = V_neg[i, j0:j1]
-                if sigmoid_units:
-                    for j in range(width):
-                        v[j] = sigmoid(v[j] + bias[j])
-                else:
-                    for j in range(width):
-                        v[j] += bias[j]
-            if record_error:
-                # Per-column float64 sums: no cross-lane reduction, so this vectorises.
-                err = error_cols[j0:j1]
-                for i in range(b):
-                    p = V_pos[i, j0:j1]
-                    v = V_neg[i, j0:j1]
-                    for j in range(width):
-                        d = p[j] - v[j]
-                        err[j] += d * d
-            if update_bias:
-                vel = vel_vis[j0:j1]
+        block(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error, vel_vis,
+              update_bias, lr_b, mom, blocks, np.int64(blk))
+
+
+@njit
+def _visible_block(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error,
+                   vel_vis, update_bias, lr_b, mom, blocks, blk):
+    """Block ``blk`` of ``blocks`` of :func:`_visible_phase`'s visible units."""
+    b, n_hid = H_sample.shape
+    n_vis = W.shape[1]
+    sigmoid_units = visible_kind == VISIBLE_BERNOULLI
+    j0, j1 = block_bounds(n_vis, blocks, blk)
+    if j1 > j0:
+        block_gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
+                   V_neg[:, j0:], n_vis)
+        bias = b_vis[j0:j1]
+        width = j1 - j0
+        for i in range(b):
+            v = V_neg[i, j0:j1]
+            if sigmoid_units:
                 for j in range(width):
-                    vel[j] *= mom
-                for i in range(b):
-                    p = V_pos[i, j0:j1]
-                    v = V_neg[i, j0:j1]
-                    for j in range(width):
-                        vel[j] += lr_b * (p[j] - v[j])
+                    v[j] = sigmoid(v[j] + bias[j])
+            else:
+                for j in range(width):
+                    v[j] += bias[j]
+        if record_error:
+            # Per-column float64 sums: no cross-lane reduction, so this vectorises.
+            err = error_cols[j0:j1]
+            for i in range(b):
+                p = V_pos[i, j0:j1]
+                v = V_neg[i, j0:j1]
+                for j in range(width):
+                    d = p[j] - v[j]
+                    err[j] += d * d
+        if update_bias:
+            vel = vel_vis[j0:j1]
+            for j in range(width):
+                vel[j] *= mom
+            for i in range(b):
+                p = V_pos[i, j0:j1]
+                v = V_neg[i, j0:j1]
+                for j in range(width):
+                    vel[j] += lr_b * (p[j] - v[j])
 
 
 @njit(parallel=True, internal=True)
-def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay):
+def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, block):
     """Momentum update of weights and hidden biases, one block of hidden units at a time.
 
     Rows ``[0, b)`` of ``H_stack`` hold the positive and ``[b, 2b)`` the negative hidden
     statistics. Each block negates its negative columns, then one GEMM accumulates
     ``vel_W = mom * vel_W + lr / b * (pos - neg)`` in place (BLAS's beta), and the same
-    block of ``W`` is updated while it is in cache.
+    block of ``W`` is updated while it is in cache. ``block`` is :func:`_update_block`.
     """
     n_hid, n_vis = W.shape
     # Every block's GEMM operands, checked whole before the parallel loop (see
@@ -214,28 +250,73 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
     check_gemm(True, False, n_hid, n_vis, 2 * b, H_stack, n_hid, V_stack, n_vis, vel_W, n_vis)
     blocks = n_blocks(n_hid)
     for blk in prange(blocks):
-        j0, j1 = block_bounds(n_hid, blocks, blk)
-        if j1 > j0:
-            width = j1 - j0
-            vel = vel_hid[j0:j1]
+        block(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, blocks,
+              np.int64(blk))
+
+
+@njit
+def _update_block(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, blocks, blk):
+    """Block ``blk`` of ``blocks`` of :func:`_update_weights`'s hidden units."""
+    n_hid, n_vis = W.shape
+    j0, j1 = block_bounds(n_hid, blocks, blk)
+    if j1 > j0:
+        width = j1 - j0
+        vel = vel_hid[j0:j1]
+        for j in range(width):
+            vel[j] *= mom
+        for i in range(b):
+            pos = H_stack[i, j0:j1]
+            neg = H_stack[b + i, j0:j1]
             for j in range(width):
-                vel[j] *= mom
-            for i in range(b):
-                pos = H_stack[i, j0:j1]
-                neg = H_stack[b + i, j0:j1]
-                for j in range(width):
-                    vel[j] += lr_b * (pos[j] - neg[j])
-                    neg[j] = -neg[j]
-            block_gemm(True, False, width, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
-                       mom, vel_W[j0:], n_vis)
-            bias = b_hid[j0:j1]
-            for j in range(width):
-                w = W[j0 + j]
-                vw = vel_W[j0 + j]
-                for k in range(n_vis):
-                    vw[k] -= decay * w[k]
-                    w[k] += vw[k]
-                bias[j] += vel[j]
+                vel[j] += lr_b * (pos[j] - neg[j])
+                neg[j] = -neg[j]
+        block_gemm(True, False, width, n_vis, 2 * b, lr_b, H_stack[:, j0:], n_hid, V_stack, n_vis,
+                   mom, vel_W[j0:], n_vis)
+        bias = b_hid[j0:j1]
+        for j in range(width):
+            w = W[j0 + j]
+            vw = vel_W[j0 + j]
+            for k in range(n_vis):
+                vw[k] -= decay * w[k]
+                w[k] += vw[k]
+            bias[j] += vel[j]
+
+
+_CD_POINTERS = {}
+
+
+def cd_pointers(dtype):
+    """The blocks of the three CD phases for ``dtype``: the ``hidden_block``,
+    ``visible_block`` and ``update_block`` arguments of :func:`cd_epoch` and
+    :func:`cd_epoch_csr`.
+
+    Each a :class:`~skdae._kernels._jit.KernelPointer` (see there why): the bodies of
+    :func:`_hidden_phase`, :func:`_visible_phase` and :func:`_update_weights`, each
+    compiled once per dtype, for the exact argument types the phases pass. Passed as
+    separate arguments: Numba warns on a tuple of function pointers.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _CD_POINTERS:
+        f = numba.from_dtype(dtype)
+        ro2 = types.Array(f, 2, "C", readonly=True)
+        ro1 = types.Array(f, 1, "C", readonly=True)
+        a2 = types.Array(f, 2, "C")
+        a1 = types.Array(f, 1, "C")
+        err = types.Array(types.float64, 1, "C")
+        i8, flag = types.int64, types.boolean
+        _CD_POINTERS[dtype] = (
+            KernelPointer(_hidden_block,
+                          types.none(ro2, ro2, ro1, i8, a2, a2, flag, types.uint64, i8, i8)),
+            KernelPointer(_visible_block,
+                          types.none(a2, a2, a1, i8, a2, a2, err, flag, a1, flag, f, f, i8, i8)),
+            KernelPointer(_update_block, types.none(a2, a2, i8, a2, a2, a1, a1, f, f, f, i8, i8)),
+        )
+    return _CD_POINTERS[dtype]
+
+
+def hidden_pointer(dtype):
+    """The ``hidden_block`` argument of :func:`hidden_means` and :func:`gibbs_step`."""
+    return cd_pointers(dtype)[0]
 
 
 # Inlined into the two epoch kernels: as a compiled function of its own, its module (with
@@ -243,7 +324,7 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
 @njit(inline="always")
 def _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
               visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
-              batch, error_cols):
+              batch, error_cols, hidden_block, visible_block, update_block):
     """One CD-k update on the batch already gathered into ``V_stack[:b]``."""
     dtype = W.dtype.type
     n_vis = W.shape[1]
@@ -257,19 +338,19 @@ def _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, ve
     W_in = as_readonly(W)
     b_hid_in = as_readonly(b_hid)
     _hidden_phase(as_readonly(V_pos), W_in, b_hid_in, hidden_kind, H_pos, H_s, not persistent,
-                  key)
+                  key, hidden_block)
     if persistent:
         copy_rows(chain[:b], H_s)
     for step in range(cd_steps):
         last = step == cd_steps - 1
         _visible_phase(H_s, W, b_vis, visible_kind, V_neg, V_pos, error_cols, step == 0,
-                       vel_vis, last, lr_b, mom)
+                       vel_vis, last, lr_b, mom, visible_block)
         key = derive_key(seed, batch * (cd_steps + 1) + step + 1)
         _hidden_phase(as_readonly(V_neg), W_in, b_hid_in, hidden_kind, H_neg, H_s,
-                      persistent or not last, key)
+                      persistent or not last, key, hidden_block)
     if persistent:
         copy_rows(H_s, chain[:b])
-    _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay)
+    _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, update_block)
     for j in range(n_vis):
         b_vis[j] += vel_vis[j]
 
@@ -299,6 +380,9 @@ def cd_epoch(
     H_sample,
     first_batch,
     error_cols,
+    hidden_block,
+    visible_block,
+    update_block,
 ):
     """One epoch of CD-k (or persistent CD) with momentum and L2 weight decay.
 
@@ -339,6 +423,8 @@ def cd_epoch(
     error_cols : ndarray of float64 of shape (n_visible,)
         Per-visible-unit squared reconstruction error, accumulated across such calls
         (zeroed by the caller at the start of the epoch).
+    hidden_block, visible_block, update_block : first-class functions
+        :func:`cd_pointers` of the parameters' dtype.
 
     Returns
     -------
@@ -354,11 +440,12 @@ def cd_epoch(
     if error_cols.shape[0] != n_vis:
         raise ValueError("error_cols does not match the visible units")
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         gather_rows(X, order, start, V_stack[:b])
         _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
                   visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
-                  first_batch + start // batch_size, error_cols)
+                  first_batch + start // batch_size, error_cols, hidden_block,
+                  visible_block, update_block)
     squared_error = 0.0
     for j in range(n_vis):
         squared_error += error_cols[j]
@@ -369,7 +456,7 @@ def cd_epoch(
 def cd_epoch_csr(data, indices, indptr, mean, scale, standardize, order, W, b_vis, b_hid,
                  vel_W, vel_vis, vel_hid, visible_kind, hidden_kind, cd_steps, persistent, chain,
                  learning_rate, momentum, weight_decay, batch_size, seed, V_stack, H_stack,
-                 H_sample, first_batch, error_cols):
+                 H_sample, first_batch, error_cols, hidden_block, visible_block, update_block):
     """:func:`cd_epoch` over the rows of a CSR matrix ``(data, indices, indptr)``.
 
     Each minibatch is densified into ``V_stack`` (standardised with ``mean`` and ``scale``
@@ -386,12 +473,13 @@ def cd_epoch_csr(data, indices, indptr, mean, scale, standardize, order, W, b_vi
     if error_cols.shape[0] != n_vis:
         raise ValueError("error_cols does not match the visible units")
     for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+        b = n - start if n - start < batch_size else batch_size  # min(): see _jit.njit
         gather_csr_rows(data, indices, indptr, order, start, mean, scale, standardize,
                         V_stack[:b])
         _cd_batch(V_stack, H_stack, H_sample, b, W, b_vis, b_hid, vel_W, vel_vis, vel_hid,
                   visible_kind, hidden_kind, cd_steps, persistent, chain, lr, mom, decay, seed,
-                  first_batch + start // batch_size, error_cols)
+                  first_batch + start // batch_size, error_cols, hidden_block,
+                  visible_block, update_block)
     squared_error = 0.0
     for j in range(n_vis):
         squared_error += error_cols[j]
