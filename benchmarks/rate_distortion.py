@@ -59,7 +59,9 @@ FULL = {
     "n_bits": (1, 2, 3, 4, 5, 6, 8, 10),
     # Average coded bits per code unit of the rate-distortion allocation.
     "budgets": (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
-    "qat_budgets": (0.2, 0.5, 1.0, 2.0, 4.0),
+    # 0.75 and 1.5 sample the low-rate end more densely, where the envelopes of the
+    # autoencoder and PCA cross (PCA's rd budgets include both already).
+    "qat_budgets": (0.2, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0),
     "qat_epochs": 2,
     "qat_rows": 10_000,
     "jpeg_qualities": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
