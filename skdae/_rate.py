@@ -145,6 +145,10 @@ def unit_weights(decode, codes, rel_step=0.05):
 def allocate_bits(codes, lo, hi, weights, budget, max_bits=MAX_TABLE_BITS):
     """Bits per unit (int64) minimising weighted distortion at a coded rate of ``budget``.
 
+    ``choose_bits(*allocation_tables(codes, lo, hi, weights, max_bits), budget)``: the
+    tables do not depend on the budget, so a caller allocating several budgets on the
+    same codes builds them once (see :func:`skdae.codec.fit_codecs`).
+
     Parameters
     ----------
     codes : ndarray of shape (n_samples, n_units)
@@ -163,7 +167,18 @@ def allocate_bits(codes, lo, hi, weights, budget, max_bits=MAX_TABLE_BITS):
     -------
     unit_bits : ndarray of shape (n_units,)
     """
-    n, n_units = codes.shape
+    return choose_bits(*allocation_tables(codes, lo, hi, weights, max_bits), budget)
+
+
+def allocation_tables(codes, lo, hi, weights, max_bits=MAX_TABLE_BITS):
+    """Weighted distortion and coded rate of every unit at every depth ``0 .. max_bits``.
+
+    Returns ``(dist, rate)``, each of shape ``(n_units, max_bits + 1)``: ``dist[j, b]`` is
+    ``weights[j]`` times the mean squared quantization error of unit ``j`` at ``b`` bits
+    on ``codes``, ``rate[j, b]`` the mean code length in bits of its levels under the
+    frequency table learned from them.
+    """
+    n_units = codes.shape[1]
     depths = np.arange(max_bits + 1)
     rate = np.zeros((n_units, depths.size))
     dist = np.zeros((n_units, depths.size))
@@ -176,6 +191,14 @@ def allocate_bits(codes, lo, hi, weights, budget, max_bits=MAX_TABLE_BITS):
         offsets, _ = table_offsets(bits)
         p = freq[levels.astype(np.int64) + offsets].astype(np.float64)
         rate[:, b] = np.mean(PROB_BITS - np.log2(p), axis=0)
+    return dist, rate
+
+
+def choose_bits(dist, rate, budget):
+    """Depth of each unit (int64) minimising ``dist + lambda * rate`` (tables from
+    :func:`allocation_tables`), with ``lambda`` bisected so the total rate meets ``budget``."""
+    n_units, n_depths = dist.shape
+    depths = np.arange(n_depths)
 
     def choose(lam):
         return np.argmin(dist + lam * rate, axis=1)

@@ -45,6 +45,7 @@ __all__ = [
     "CorruptArchiveError",
     "ModelMismatchError",
     "archive_info",
+    "fit_codecs",
 ]
 
 # Documented (and pickled) under their public module.
@@ -118,6 +119,89 @@ def _flat_rows(X, r0, r1):
     """Samples ``r0:r1`` of ``X`` (in memory or out of core) as a 2-D NumPy array."""
     block = np.asarray(X[r0:r1])
     return block.reshape(block.shape[0], -1)
+
+
+class _TrainingCodes:
+    """What a codec learns from the model's codes of its training samples before any
+    bits are chosen, shared by codecs that differ only in ``n_bits``.
+
+    Built with one pass over the samples: the codes' ranges and dtype, and an evenly
+    spaced subsample (at most ``_rate.ALLOCATION_ROWS`` rows) for the allocation. The
+    decoder gains (:func:`_rate.unit_weights`) and the distortion/rate tables of every
+    depth (:func:`_rate.allocation_tables`) are built on the first :meth:`allocate`.
+    """
+
+    def __init__(self, codec, X):
+        self.model = codec.model
+        self.lo, self.hi, self.sample, self.dtype = codec._scan(X, codec.model)
+        self._tables = None
+
+    def allocate(self, budget):
+        """Bits per unit for a coded rate of ``budget`` bits per sample."""
+        if self._tables is None:
+            sample, dtype = self.sample, self.dtype
+            rows = sample[:: max(1, len(sample) // _WEIGHT_ROWS)][:_WEIGHT_ROWS]
+            weights = _rate.unit_weights(
+                lambda codes: self.model.inverse_transform(codes.astype(dtype)), rows
+            )
+            self._tables = _rate.allocation_tables(sample, self.lo, self.hi, weights)
+        return _rate.choose_bits(*self._tables, budget)
+
+
+def _fit_together(codecs, X):
+    """Fit ``codecs`` (one model, settings that differ only in ``n_bits``) on ``X``.
+
+    The model's codes of ``X`` are computed twice in all, not twice per codec: once for
+    the ranges and the allocation's subsample (:class:`_TrainingCodes`), once for the
+    frequency tables of every codec that uses the model itself. A codec that fine-tunes
+    counts its tables through its own copy, after fine-tuning.
+    """
+    for codec in codecs:
+        codec._check_n_bits()
+        codec._check_rate_weight()
+        if codec.fine_tune_epochs > 0:
+            from ._autoencoder import RBMStackAutoencoder
+
+            if type(codec.model) is not RBMStackAutoencoder:
+                raise ValueError(
+                    f"fine_tune_epochs={codec.fine_tune_epochs} needs an RBMStackAutoencoder "
+                    f"model, not {type(codec.model).__name__}; use fine_tune_epochs=0"
+                )
+            check_is_fitted(codec.model)
+    X, shape = codecs[0]._flatten(X, check_features=False)
+    training = _TrainingCodes(codecs[0], X)
+    for codec in codecs:
+        codec._fit_quantizer(training, shape)
+    plain = []
+    for codec in codecs:
+        if codec.fine_tune_epochs > 0:
+            codec.model_ = copy.deepcopy(codec.model)
+            codec._quantization_aware_fine_tune(X, training.sample)
+            _fit_tables([codec], X)
+        else:
+            plain.append(codec)
+    if plain:
+        _fit_tables(plain, X)
+
+
+def _fit_tables(codecs, X):
+    """Frequency tables of ``codecs`` (fitted quantizers, one model) from one pass over
+    ``X``; None for a codec with a unit of more than ``_rate.MAX_TABLE_BITS`` bits."""
+    tabled = []
+    for codec in codecs:
+        codec.frequencies_ = None
+        if codec.unit_bits_.max() <= _rate.MAX_TABLE_BITS:
+            tabled.append(codec)
+    if not tabled:
+        return
+    counts = [np.zeros(_rate.table_offsets(c.unit_bits_)[1], np.int64) for c in tabled]
+    for r0 in range(0, X.shape[0], _CHUNK_ROWS):
+        codes = tabled[0]._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS)).astype(np.float64)
+        for codec, count in zip(tabled, counts):
+            levels = _rate.quantize(codes, codec.code_min_, codec.code_max_, codec.unit_bits_)
+            count += _rate.level_counts(levels, codec.unit_bits_)
+    for codec, count in zip(tabled, counts):
+        codec.frequencies_ = _rate.frequency_tables(count, codec.unit_bits_)
 
 
 class Codec(BaseEstimator):
@@ -274,58 +358,36 @@ class Codec(BaseEstimator):
         -------
         self : Codec
             Fitted codec.
-        """
-        self._check_n_bits()
-        self._check_rate_weight()
-        X, shape = self._flatten(X, check_features=False)
-        self.model_ = None
-        if self.fine_tune_epochs > 0:
-            from ._autoencoder import RBMStackAutoencoder
 
-            if type(self.model) is not RBMStackAutoencoder:
-                raise ValueError(
-                    f"fine_tune_epochs={self.fine_tune_epochs} needs an RBMStackAutoencoder "
-                    f"model, not {type(self.model).__name__}; use fine_tune_epochs=0"
-                )
-            check_is_fitted(self.model)
-        model = self.model
-        lo, hi, sample, dtype = self._scan(X, model)
-        self.code_min_, self.code_max_ = lo, hi
-        self.code_dtype_ = dtype
+        See Also
+        --------
+        fit_codecs : Fit codecs for several ``n_bits`` at once, sharing the training codes.
+        """
+        _fit_together([self], X)
+        return self
+
+    def _fit_quantizer(self, training, shape):
+        """Ranges and bit allocation from the training codes (:class:`_TrainingCodes`)."""
+        self.model_ = None
+        self.code_min_, self.code_max_ = training.lo.copy(), training.hi.copy()
+        self.code_dtype_ = training.dtype
         self.n_features_in_ = int(np.prod(shape, dtype=np.int64))
-        n_units = lo.size
+        n_units = training.lo.size
         if self.allocation == "uniform":
             bits = np.full(n_units, int(self.n_bits), np.int64)
         else:
-            rows = sample[:: max(1, len(sample) // _WEIGHT_ROWS)][:_WEIGHT_ROWS]
-            weights = _rate.unit_weights(
-                lambda codes: model.inverse_transform(codes.astype(dtype)), rows
-            )
-            bits = _rate.allocate_bits(sample, lo, hi, weights, self.n_bits * n_units)
+            bits = training.allocate(self.n_bits * n_units)
         if bits.sum() == 0:
             raise ValueError(
                 f"n_bits={self.n_bits} leaves every code unit without a bit on these codes; "
                 "raise n_bits"
             )
+        if bits.max() > _rate.MAX_TABLE_BITS and self.coder == "rans":
+            raise ValueError(
+                f"coder='rans' needs at most {_rate.MAX_TABLE_BITS} bits per unit; "
+                f"some units have {int(bits.max())}: lower n_bits or use coder='auto'"
+            )
         self.unit_bits_ = bits
-        if self.fine_tune_epochs > 0:
-            self.model_ = copy.deepcopy(self.model)
-            self._quantization_aware_fine_tune(X, sample)
-        if bits.max() <= _rate.MAX_TABLE_BITS:
-            counts = np.zeros(_rate.table_offsets(bits)[1], np.int64)
-            for r0 in range(0, X.shape[0], _CHUNK_ROWS):
-                codes = self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS))
-                levels = _rate.quantize(codes.astype(np.float64), lo, hi, bits)
-                counts += _rate.level_counts(levels, bits)
-            self.frequencies_ = _rate.frequency_tables(counts, bits)
-        else:
-            self.frequencies_ = None
-            if self.coder == "rans":
-                raise ValueError(
-                    f"coder='rans' needs at most {_rate.MAX_TABLE_BITS} bits per unit; "
-                    f"some units have {int(bits.max())}: lower n_bits or use coder='auto'"
-                )
-        return self
 
     def _scan(self, X, model):
         """Ranges of the codes of ``X`` (float64), an evenly spaced subsample of them
@@ -860,3 +922,66 @@ class Codec(BaseEstimator):
         levels = self._levels(X)
         return np.array([len(self._encode_levels(levels[i : i + 1])[1])
                          for i in range(levels.shape[0])], np.int64)
+
+
+def fit_codecs(model, X, n_bits, **params):
+    """Fit one :class:`Codec` per value of ``n_bits``, sharing the work they have in common.
+
+    Returns the codecs ``Codec(model, n_bits=b, **params).fit(X)`` for each ``b`` in
+    ``n_bits``, with the same fitted state, in less time: :meth:`Codec.fit` computes the
+    model's codes of ``X`` twice (for the ranges and the allocation, then for the
+    frequency tables) and builds the allocation's distortion and rate tables of every
+    bit depth; here that is done once for all the codecs, and only the choice of bits and
+    the tables' counting differ per codec. With ``fine_tune_epochs``, the ranges and the
+    allocation are still shared, but each codec fine-tunes its own copy of the model and
+    counts its tables through it. A rate-distortion curve is drawn this way, as
+    :func:`sklearn.linear_model.lasso_path` computes a path of penalties.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted transformer, as for :class:`Codec`.
+    X : array-like of shape (n_samples, ...)
+        Training samples, as for :meth:`Codec.fit`.
+    n_bits : sequence of float
+        The ``n_bits`` of each codec (see :class:`Codec`).
+    **params
+        The other parameters of :class:`Codec`, the same for every codec.
+
+    Returns
+    -------
+    codecs : list of Codec
+        Fitted codecs, in the order of ``n_bits``.
+
+    See Also
+    --------
+    Codec.fit : Fit one codec.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from skdae.codec import Codec, fit_codecs
+    >>> X = np.random.default_rng(0).random((200, 64))
+    >>> pca = PCA(8).fit(X)
+    >>> codecs = fit_codecs(pca, X, [0.5, 2, 4])
+    >>> [codec.n_bits for codec in codecs]
+    [0.5, 2, 4]
+    >>> alone = Codec(pca, n_bits=2).fit(X)
+    >>> bool(np.array_equal(codecs[1].unit_bits_, alone.unit_bits_))
+    True
+    >>> codecs[1].fingerprint == alone.fingerprint
+    True
+    """
+    if isinstance(n_bits, (str, bytes)) or not np.iterable(n_bits):
+        raise ValueError(
+            f"n_bits must be a sequence of values, one per codec, got {n_bits!r}; "
+            "fit a single codec with Codec(model, n_bits=...).fit(X)"
+        )
+    codecs = [Codec(model, n_bits=value, **params) for value in n_bits]
+    if not codecs:
+        raise ValueError("n_bits is empty: give at least one value")
+    for codec in codecs:
+        codec._validate_params()
+    _fit_together(codecs, X)
+    return codecs

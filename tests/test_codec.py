@@ -21,6 +21,7 @@ from skdae.codec import (
     CorruptArchiveError,
     ModelMismatchError,
     archive_info,
+    fit_codecs,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -496,6 +497,99 @@ def test_rate_distortion_allocation_beats_uniform_at_equal_rate(X):
             if archive_info(out).payload_bytes <= target:
                 best = np.mean((rd.decompress(out) - X) ** 2)
         assert best is not None and best < 0.8 * error_uniform, (n_bits, best, error_uniform)
+
+
+def _same_fitted_state(a, b):
+    np.testing.assert_array_equal(a.code_min_, b.code_min_)
+    np.testing.assert_array_equal(a.code_max_, b.code_max_)
+    np.testing.assert_array_equal(a.unit_bits_, b.unit_bits_)
+    assert (a.frequencies_ is None) == (b.frequencies_ is None)
+    if a.frequencies_ is not None:
+        np.testing.assert_array_equal(a.frequencies_, b.frequencies_)
+    assert a.code_dtype_ == b.code_dtype_ and a.n_features_in_ == b.n_features_in_
+    assert a.fingerprint == b.fingerprint
+
+
+@pytest.mark.parametrize("model_name", ["pca", "autoencoder"])
+@pytest.mark.parametrize("settings", [
+    {"n_bits": [0.25, 1.0, 3.0, 6.0]},
+    {"n_bits": [2, 8, 14], "allocation": "uniform"},
+])
+def test_fit_codecs_equals_fitting_each_codec(model_name, settings, request, X):
+    """fit_codecs shares the training codes among the budgets and gives each codec
+    exactly the state (and so the archives) that its own fit gives."""
+    model = request.getfixturevalue(model_name)
+    settings = dict(settings)
+    n_bits = settings.pop("n_bits")
+    codecs = fit_codecs(model, X, n_bits, **settings)
+    assert [c.n_bits for c in codecs] == n_bits
+    for value, together in zip(n_bits, codecs):
+        alone = Codec(model, n_bits=value, **settings).fit(X)
+        _same_fitted_state(together, alone)
+        assert together.compress(X[:50]) == alone.compress(X[:50])
+    # Distinct budgets give distinct allocations; more budget never means fewer bits.
+    totals = [int(c.unit_bits_.sum()) for c in codecs]
+    assert totals == sorted(totals) and len(set(totals)) > 1, totals
+
+
+class _CountingPCA:
+    """PCA that counts the samples it transforms and the codes it decodes."""
+
+    def __init__(self, pca):
+        self.pca, self.transformed, self.decoded = pca, 0, 0
+
+    def transform(self, X):
+        self.transformed += len(X)
+        return self.pca.transform(X)
+
+    def inverse_transform(self, codes):
+        self.decoded += len(codes)
+        return self.pca.inverse_transform(codes)
+
+    def get_params(self, deep=True):
+        return {}
+
+
+def test_fit_codecs_computes_the_training_codes_once_for_all_budgets(pca, X):
+    """One codec's fit transforms the training samples twice (ranges and allocation, then
+    tables) and decodes rows for the decoder gains; fitting six budgets together costs
+    the same, not six times as much."""
+    budgets = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+    alone = _CountingPCA(pca)
+    Codec(alone, n_bits=1.0).fit(X)
+    assert alone.transformed == 2 * len(X)
+    together = _CountingPCA(pca)
+    fit_codecs(together, X, budgets)
+    assert together.transformed == alone.transformed
+    assert together.decoded == alone.decoded > 0
+
+
+def test_fit_codecs_fine_tunes_a_copy_per_codec(autoencoder, X):
+    """With fine-tuning, each codec gets its own copy fine-tuned for its bits, the same
+    as its own fit gives; the model given is left as it was."""
+    params = autoencoder._params.copy()
+    settings = dict(allocation="uniform", fine_tune_epochs=3)
+    codecs = fit_codecs(autoencoder, X, [2, 3], **settings)
+    np.testing.assert_array_equal(autoencoder._params, params)
+    assert codecs[0].model_ is not codecs[1].model_
+    for value, together in zip([2, 3], codecs):
+        alone = Codec(autoencoder, n_bits=value, **settings).fit(X)
+        np.testing.assert_array_equal(together.model_._params, alone.model_._params)
+        _same_fitted_state(together, alone)
+
+
+def test_fit_codecs_bad_arguments(pca, X):
+    for bad in (2, "2", None):
+        with pytest.raises(ValueError, match="sequence"):
+            fit_codecs(pca, X, bad)
+    with pytest.raises(ValueError, match="empty"):
+        fit_codecs(pca, X, [])
+    with pytest.raises(ValueError, match="coder"):
+        fit_codecs(pca, X, [1, 2], coder="zip")
+    with pytest.raises(ValueError, match="n_bits"):
+        fit_codecs(pca, X, [1, 13])
+    with pytest.raises(TypeError):
+        fit_codecs(pca, X, [1, 2], bits=3)
 
 
 def test_format_1_archives_name_their_version_when_they_cannot_decode(codec, pca, X):
