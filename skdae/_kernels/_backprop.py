@@ -17,7 +17,6 @@ output units; the gradient is that of the batch mean (plus ``alpha / 2 * ||W||^2
 Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 """
 
-import numba
 import numpy as np
 from numba import prange, types
 
@@ -30,7 +29,7 @@ from ._dense import (
     gather_rows,
     n_blocks,
 )
-from ._jit import KernelPointer, as_readonly, njit, unliteral
+from ._jit import KernelPointer, as_readonly, block_types, njit, unliteral
 from ._math import sigmoid, softplus
 
 from ._codes import (  # noqa: F401
@@ -268,11 +267,7 @@ def layer_pointers(dtype):
     """
     dtype = np.dtype(dtype)
     if dtype not in _LAYER_POINTERS:
-        f = numba.from_dtype(dtype)
-        ro2 = types.Array(f, 2, "C", readonly=True)
-        ro1 = types.Array(f, 1, "C", readonly=True)
-        a2 = types.Array(f, 2, "C")
-        a1 = types.Array(f, 1, "C")
+        f, ro2, ro1, a2, a1 = block_types(dtype)
         cols = types.Array(types.float64, 1, "C")
         i8, flag = types.int64, types.boolean
         _LAYER_POINTERS[dtype] = (

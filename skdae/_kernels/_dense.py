@@ -14,12 +14,11 @@ function pointer (:class:`~skdae._kernels._jit.KernelPointer`): that keeps a col
 from compiling every loop body four times over.
 """
 
-import numba
 import numpy as np
 from numba import prange, types
 
 from ._blas import block_gemm, check_gemm
-from ._jit import KernelPointer, as_readonly, njit, unliteral
+from ._jit import KernelPointer, as_readonly, block_types, njit, unliteral
 from ._math import sigmoid
 
 # Columns per block, at most. Blocks are few and wide: a single-threaded GEMM split into
@@ -107,10 +106,7 @@ def dense_pointer(dtype):
     (a :class:`~skdae._kernels._jit.KernelPointer`, see there why)."""
     dtype = np.dtype(dtype)
     if dtype not in _DENSE_POINTERS:
-        f = numba.from_dtype(dtype)
-        ro2 = types.Array(f, 2, "C", readonly=True)
-        ro1 = types.Array(f, 1, "C", readonly=True)
-        a2 = types.Array(f, 2, "C")
+        f, ro2, ro1, a2, _ = block_types(dtype)
         i8, flag = types.int64, types.boolean
         _DENSE_POINTERS[dtype] = KernelPointer(
             _dense_block, types.none(ro2, ro2, flag, ro1, flag, a2, i8, i8))

@@ -13,6 +13,7 @@ SKDAE_NUMBA_CACHE
 import os
 
 import numba
+import numpy as np
 from numba import types
 from numba.extending import intrinsic, typeof_impl
 
@@ -128,6 +129,15 @@ class KernelPointer:
         # the address of the C entry point compiled for the signature.
         result = self.dispatcher.get_compile_result(self.signature)
         return result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+
+
+def block_types(dtype):
+    """The Numba types a block function's signature (see :class:`KernelPointer`) is written
+    in, for arrays of ``dtype``: ``(f, ro2, ro1, a2, a1)``, the scalar type, read-only C
+    arrays of 2 and 1 dimensions, and writable ones."""
+    f = numba.from_dtype(np.dtype(dtype))
+    return (f, types.Array(f, 2, "C", readonly=True), types.Array(f, 1, "C", readonly=True),
+            types.Array(f, 2, "C"), types.Array(f, 1, "C"))
 
 
 @typeof_impl.register(KernelPointer)

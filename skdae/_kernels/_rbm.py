@@ -15,7 +15,6 @@ Visible units are mean-field: the negative phase uses visible means, never sampl
 visible layer.
 """
 
-import numba
 import numpy as np
 from numba import prange, types
 
@@ -29,7 +28,7 @@ from ._dense import (
     gather_rows,
     n_blocks,
 )
-from ._jit import KernelPointer, as_readonly, njit, unliteral
+from ._jit import KernelPointer, as_readonly, block_types, njit, unliteral
 from ._math import sigmoid, softplus
 from ._random import derive_key, standard_normal, uniform
 
@@ -297,11 +296,7 @@ def cd_pointers(dtype):
     """
     dtype = np.dtype(dtype)
     if dtype not in _CD_POINTERS:
-        f = numba.from_dtype(dtype)
-        ro2 = types.Array(f, 2, "C", readonly=True)
-        ro1 = types.Array(f, 1, "C", readonly=True)
-        a2 = types.Array(f, 2, "C")
-        a1 = types.Array(f, 1, "C")
+        f, ro2, ro1, a2, a1 = block_types(dtype)
         err = types.Array(types.float64, 1, "C")
         i8, flag = types.int64, types.boolean
         _CD_POINTERS[dtype] = (
