@@ -17,6 +17,8 @@ output units; the gradient is that of the batch mean (plus ``alpha / 2 * ||W||^2
 Solvers: ``-1`` none (gradient only), ``0`` SGD with momentum, ``1`` Adam.
 """
 
+import functools
+
 import numpy as np
 from numba import prange, types
 
@@ -252,10 +254,7 @@ def _weight_block(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid
                       solver, lr, momentum, beta1, beta2, eps)
 
 
-
-_LAYER_POINTERS = {}
-
-
+@functools.cache
 def layer_pointers(dtype):
     """The blocks of :func:`~skdae._kernels._dense.dense_forward`, :func:`_output_layer`
     and :func:`_weight_step` for ``dtype``: the ``dense_block``, ``output_block`` and
@@ -265,19 +264,17 @@ def layer_pointers(dtype):
     A tuple of :class:`~skdae._kernels._jit.KernelPointer` (see there why), each block
     compiled once per dtype, for the exact argument types the kernels pass.
     """
-    dtype = np.dtype(dtype)
-    if dtype not in _LAYER_POINTERS:
-        f, ro2, ro1, a2, a1 = block_types(dtype)
-        cols = types.Array(types.float64, 1, "C")
-        i8, flag = types.int64, types.boolean
-        _LAYER_POINTERS[dtype] = (
-            dense_pointer(dtype),
-            KernelPointer(_output_block, types.none(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2, cols,
-                                                    flag, i8, i8)),
-            KernelPointer(_weight_block, types.none(ro2, ro2, ro2, a2, i8, a2, flag, flag, f, a1,
-                                                    a1, a1, a1, i8, f, f, f, f, f, i8, i8)),
-        )
-    return _LAYER_POINTERS[dtype]
+    f, ro2, ro1, a2, a1 = block_types(dtype)
+    cols = types.Array(types.float64, 1, "C")
+    i8, flag = types.int64, types.boolean
+    return (
+        dense_pointer(dtype),
+        KernelPointer(_output_block, types.none(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2, cols,
+                                                flag, i8, i8)),
+        KernelPointer(_weight_block, types.none(ro2, ro2, ro2, a2, i8, a2, flag, flag, f, a1,
+                                                a1, a1, a1, i8, f, f, f, f, f, i8, i8)),
+    )
+
 
 # Inlined into its callers: as a compiled function of its own, its module (with every
 # layer's kernels linked in) would be optimised and emitted once more (see _jit.njit).

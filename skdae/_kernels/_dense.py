@@ -14,6 +14,8 @@ function pointer (:class:`~skdae._kernels._jit.KernelPointer`): that keeps a col
 from compiling every loop body four times over.
 """
 
+import functools
+
 import numpy as np
 from numba import prange, types
 
@@ -98,19 +100,13 @@ def _dense_block(A, W, w_transposed, bias, sigmoid_units, out, blocks, blk):
                     seg[j] += b_seg[j]
 
 
-_DENSE_POINTERS = {}
-
-
+@functools.cache
 def dense_pointer(dtype):
     """:func:`_dense_block` for ``dtype``, the ``block`` argument of :func:`dense_forward`
     (a :class:`~skdae._kernels._jit.KernelPointer`, see there why)."""
-    dtype = np.dtype(dtype)
-    if dtype not in _DENSE_POINTERS:
-        f, ro2, ro1, a2, _ = block_types(dtype)
-        i8, flag = types.int64, types.boolean
-        _DENSE_POINTERS[dtype] = KernelPointer(
-            _dense_block, types.none(ro2, ro2, flag, ro1, flag, a2, i8, i8))
-    return _DENSE_POINTERS[dtype]
+    f, ro2, ro1, a2, _ = block_types(dtype)
+    i8, flag = types.int64, types.boolean
+    return KernelPointer(_dense_block, types.none(ro2, ro2, flag, ro1, flag, a2, i8, i8))
 
 
 @njit

@@ -15,6 +15,8 @@ Visible units are mean-field: the negative phase uses visible means, never sampl
 visible layer.
 """
 
+import functools
+
 import numpy as np
 from numba import prange, types
 
@@ -281,9 +283,7 @@ def _update_block(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, deca
             bias[j] += vel[j]
 
 
-_CD_POINTERS = {}
-
-
+@functools.cache
 def cd_pointers(dtype):
     """The blocks of the three CD phases for ``dtype``: the ``hidden_block``,
     ``visible_block`` and ``update_block`` arguments of :func:`cd_epoch` and
@@ -294,19 +294,16 @@ def cd_pointers(dtype):
     compiled once per dtype, for the exact argument types the phases pass. Passed as
     separate arguments: Numba warns on a tuple of function pointers.
     """
-    dtype = np.dtype(dtype)
-    if dtype not in _CD_POINTERS:
-        f, ro2, ro1, a2, a1 = block_types(dtype)
-        err = types.Array(types.float64, 1, "C")
-        i8, flag = types.int64, types.boolean
-        _CD_POINTERS[dtype] = (
-            KernelPointer(_hidden_block,
-                          types.none(ro2, ro2, ro1, i8, a2, a2, flag, types.uint64, i8, i8)),
-            KernelPointer(_visible_block,
-                          types.none(a2, a2, a1, i8, a2, a2, err, flag, a1, flag, f, f, i8, i8)),
-            KernelPointer(_update_block, types.none(a2, a2, i8, a2, a2, a1, a1, f, f, f, i8, i8)),
-        )
-    return _CD_POINTERS[dtype]
+    f, ro2, ro1, a2, a1 = block_types(dtype)
+    err = types.Array(types.float64, 1, "C")
+    i8, flag = types.int64, types.boolean
+    return (
+        KernelPointer(_hidden_block,
+                      types.none(ro2, ro2, ro1, i8, a2, a2, flag, types.uint64, i8, i8)),
+        KernelPointer(_visible_block,
+                      types.none(a2, a2, a1, i8, a2, a2, err, flag, a1, flag, f, f, i8, i8)),
+        KernelPointer(_update_block, types.none(a2, a2, i8, a2, a2, a1, a1, f, f, f, i8, i8)),
+    )
 
 
 def hidden_pointer(dtype):
