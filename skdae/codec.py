@@ -581,14 +581,9 @@ class Codec(BaseEstimator):
             )
 
     def _check_rate_weight(self):
+        # Its range is _parameter_constraints' (checked before any fit); this is the
+        # combination the constraints cannot express.
         weight = self.rate_weight
-        if isinstance(weight, bool) or not isinstance(weight, Real) or not (
-            np.isfinite(weight) and weight >= 0
-        ):
-            raise ValueError(
-                f"rate_weight must be a finite number >= 0 (squared error per bit), got "
-                f"{weight!r}"
-            )
         if weight > 0 and self.fine_tune_epochs == 0:
             raise ValueError(
                 f"rate_weight={weight!r} acts through quantization-aware fine-tuning, but "
