@@ -47,8 +47,9 @@ from ._persist_format import (
     SCALAR_KINDS,
     InvalidModelFileError,
 )
-from ._persist_migrate import migrate_state  # noqa: F401  (imported from here by _rbm)
-from ._persist_read import load, read_header  # noqa: F401  (read_header: for the CLI, tests)
+# migrate_state: _rbm.py's __setstate__ imports it from here.
+from ._persist_migrate import migrate_state  # noqa: F401
+from ._persist_read import load
 
 __all__ = ["ALLOWED_CLASSES", "InvalidModelFileError", "load", "save"]
 

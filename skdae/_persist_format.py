@@ -54,7 +54,7 @@ SCALAR_KINDS = frozenset("biuf")
 class InvalidModelFileError(ValueError):
     """A model file that is not one, is damaged, or comes from an unsupported version.
 
-    Raised by :func:`skdae.load` (and :func:`skdae._persist.read_header`) with a message
+    Raised by :func:`skdae.load` (and :func:`skdae._persist_read.read_header`) with a message
     naming the problem and, for a bad value, where in the file it is. A subclass of
     ``ValueError``, so ``except ValueError`` catches it too.
 
