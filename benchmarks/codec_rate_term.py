@@ -89,6 +89,7 @@ def autoencoder(args, X_train):
 
 
 def point(model, X_fit, X_eval, n_bits, rate_weight, args):
+    from skdae._codec_fit import loss_per_squared_error
     from skdae._metrics import psnr
     from skdae.codec import Codec, archive_info
 
@@ -106,7 +107,7 @@ def point(model, X_fit, X_eval, n_bits, rate_weight, args):
     exchange = None
     if rate_weight > 0:
         X2 = np.asarray(X_fit).reshape(len(X_fit), -1)
-        exchange = codec._loss_per_squared_error(model, X2)
+        exchange = loss_per_squared_error(codec, model, X2)
     result = {
         "n_bits": n_bits,
         "rate_weight": rate_weight,

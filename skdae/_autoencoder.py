@@ -675,7 +675,7 @@ class RBMStackAutoencoder(
         return state
 
     def __setstate__(self, state):
-        from ._persist import migrate_state
+        from ._persist_migrate import migrate_state
 
         super().__setstate__(migrate_state(type(self), state))
         if "_params" in self.__dict__:

@@ -123,9 +123,9 @@ def _input_kind(path):
         return "npy"
     if ext in _IMAGE_EXTENSIONS:
         return "image"
-    from .datasets import _sniff_idx
+    from ._idx import sniff_idx
 
-    kind = _sniff_idx(path)
+    kind = sniff_idx(path)
     if kind == "gzip":
         raise ValueError(
             f"{path}: gzip-compressed, but not an IDX file; the only compressed inputs read "
@@ -266,21 +266,21 @@ class _IdxReader:
         import contextlib
         import struct
 
-        from .datasets import _IDX_DTYPES, _open_decompressed
+        from ._idx import IDX_DTYPES, open_decompressed
 
         self.path = path
         self._stack = contextlib.ExitStack()
-        self.stream, _ = self._stack.enter_context(_open_decompressed(path))
+        self.stream, _ = self._stack.enter_context(open_decompressed(path))
         head = self._read(4)
         zero, code, ndim = struct.unpack(">HBB", head) if len(head) == 4 else (1, 0, 0)
-        if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        if zero != 0 or code not in IDX_DTYPES or ndim == 0:
             magic = int.from_bytes(head, "big")
             raise ValueError(f"{path}: not an IDX file: magic 0x{magic:08x}")
         dims_bytes = self._read(4 * ndim)
         if len(dims_bytes) < 4 * ndim:
             raise ValueError(f"{path}: truncated IDX header")
         self.dims = struct.unpack(f">{ndim}I", dims_bytes)
-        self.dtype = _IDX_DTYPES[code]
+        self.dtype = IDX_DTYPES[code]
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.dims[1:], dtype=np.int64))
 
     def _read(self, n_bytes):

@@ -13,7 +13,10 @@ autoencoder's codec can also fine-tune a copy of the network through the quantiz
 trades coded bits for distortion (``rate_weight``).
 
 The archive format is described in :mod:`skdae._archive`; :func:`archive_info` reads a
-header without the model.
+header without the model. How a codec is fitted (the scan of the training codes, the bit
+allocation, the frequency tables, quantization-aware fine-tuning with its rate term) is
+in :mod:`skdae._codec_fit`; this module holds the estimator, the checks of its fitted
+state, and the coding of samples to bytes and back.
 
 Measured on the 10,000 MNIST test codes (benchmarks/rate_distortion.py): the rANS coder
 under the learned tables is smaller than deflate on unit-major packed bits at every
@@ -37,6 +40,7 @@ from ._archive import (  # noqa: F401  (MAGIC: part of the public module)
     CorruptArchiveError,
     ModelMismatchError,
 )
+from ._codec_fit import fit_together
 from ._state_checks import n_features_out
 
 __all__ = [
@@ -59,10 +63,6 @@ _MAX_NDIM = _archive.MAX_NDIM
 _CODE_DTYPES = {np.dtype(np.float32).str, np.dtype(np.float64).str}
 # Fitted attributes of a format-1 codec; the others came with archive format 2.
 _V1_ATTRIBUTES = ("code_min_", "code_max_", "code_dtype_", "n_features_in_")
-# Training codes whose decoder gains weight the bit allocation (see _rate.unit_weights).
-_WEIGHT_ROWS = 128
-# Training samples on which rate_weight is converted to a cross-entropy model's loss.
-_EXCHANGE_ROWS = 2048
 
 
 def _is_count(value):
@@ -119,89 +119,6 @@ def _flat_rows(X, r0, r1):
     """Samples ``r0:r1`` of ``X`` (in memory or out of core) as a 2-D NumPy array."""
     block = np.asarray(X[r0:r1])
     return block.reshape(block.shape[0], -1)
-
-
-class _TrainingCodes:
-    """What a codec learns from the model's codes of its training samples before any
-    bits are chosen, shared by codecs that differ only in ``n_bits``.
-
-    Built with one pass over the samples: the codes' ranges and dtype, and an evenly
-    spaced subsample (at most ``_rate.ALLOCATION_ROWS`` rows) for the allocation. The
-    decoder gains (:func:`_rate.unit_weights`) and the distortion/rate tables of every
-    depth (:func:`_rate.allocation_tables`) are built on the first :meth:`allocate`.
-    """
-
-    def __init__(self, codec, X):
-        self.model = codec.model
-        self.lo, self.hi, self.sample, self.dtype = codec._scan(X, codec.model)
-        self._tables = None
-
-    def allocate(self, budget):
-        """Bits per unit for a coded rate of ``budget`` bits per sample."""
-        if self._tables is None:
-            sample, dtype = self.sample, self.dtype
-            rows = sample[:: max(1, len(sample) // _WEIGHT_ROWS)][:_WEIGHT_ROWS]
-            weights = _rate.unit_weights(
-                lambda codes: self.model.inverse_transform(codes.astype(dtype)), rows
-            )
-            self._tables = _rate.allocation_tables(sample, self.lo, self.hi, weights)
-        return _rate.choose_bits(*self._tables, budget)
-
-
-def _fit_together(codecs, X):
-    """Fit ``codecs`` (one model, settings that differ only in ``n_bits``) on ``X``.
-
-    The model's codes of ``X`` are computed twice in all, not twice per codec: once for
-    the ranges and the allocation's subsample (:class:`_TrainingCodes`), once for the
-    frequency tables of every codec that uses the model itself. A codec that fine-tunes
-    counts its tables through its own copy, after fine-tuning.
-    """
-    for codec in codecs:
-        codec._check_n_bits()
-        codec._check_rate_weight()
-        if codec.fine_tune_epochs > 0:
-            from ._autoencoder import RBMStackAutoencoder
-
-            if type(codec.model) is not RBMStackAutoencoder:
-                raise ValueError(
-                    f"fine_tune_epochs={codec.fine_tune_epochs} needs an RBMStackAutoencoder "
-                    f"model, not {type(codec.model).__name__}; use fine_tune_epochs=0"
-                )
-            check_is_fitted(codec.model)
-    X, shape = codecs[0]._flatten(X, check_features=False)
-    training = _TrainingCodes(codecs[0], X)
-    for codec in codecs:
-        codec._fit_quantizer(training, shape)
-    plain = []
-    for codec in codecs:
-        if codec.fine_tune_epochs > 0:
-            codec.model_ = copy.deepcopy(codec.model)
-            codec._quantization_aware_fine_tune(X, training.sample)
-            _fit_tables([codec], X)
-        else:
-            plain.append(codec)
-    if plain:
-        _fit_tables(plain, X)
-
-
-def _fit_tables(codecs, X):
-    """Frequency tables of ``codecs`` (fitted quantizers, one model) from one pass over
-    ``X``; None for a codec with a unit of more than ``_rate.MAX_TABLE_BITS`` bits."""
-    tabled = []
-    for codec in codecs:
-        codec.frequencies_ = None
-        if codec.unit_bits_.max() <= _rate.MAX_TABLE_BITS:
-            tabled.append(codec)
-    if not tabled:
-        return
-    counts = [np.zeros(_rate.table_offsets(c.unit_bits_)[1], np.int64) for c in tabled]
-    for r0 in range(0, X.shape[0], _CHUNK_ROWS):
-        codes = tabled[0]._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS)).astype(np.float64)
-        for codec, count in zip(tabled, counts):
-            levels = _rate.quantize(codes, codec.code_min_, codec.code_max_, codec.unit_bits_)
-            count += _rate.level_counts(levels, codec.unit_bits_)
-    for codec, count in zip(tabled, counts):
-        codec.frequencies_ = _rate.frequency_tables(count, codec.unit_bits_)
 
 
 class Codec(BaseEstimator):
@@ -363,113 +280,8 @@ class Codec(BaseEstimator):
         --------
         fit_codecs : Fit codecs for several ``n_bits`` at once, sharing the training codes.
         """
-        _fit_together([self], X)
+        fit_together([self], X)
         return self
-
-    def _fit_quantizer(self, training, shape):
-        """Ranges and bit allocation from the training codes (:class:`_TrainingCodes`)."""
-        self.model_ = None
-        self.code_min_, self.code_max_ = training.lo.copy(), training.hi.copy()
-        self.code_dtype_ = training.dtype
-        self.n_features_in_ = int(np.prod(shape, dtype=np.int64))
-        n_units = training.lo.size
-        if self.allocation == "uniform":
-            bits = np.full(n_units, int(self.n_bits), np.int64)
-        else:
-            bits = training.allocate(self.n_bits * n_units)
-        if bits.sum() == 0:
-            raise ValueError(
-                f"n_bits={self.n_bits} leaves every code unit without a bit on these codes; "
-                "raise n_bits"
-            )
-        if bits.max() > _rate.MAX_TABLE_BITS and self.coder == "rans":
-            raise ValueError(
-                f"coder='rans' needs at most {_rate.MAX_TABLE_BITS} bits per unit; "
-                f"some units have {int(bits.max())}: lower n_bits or use coder='auto'"
-            )
-        self.unit_bits_ = bits
-
-    def _scan(self, X, model):
-        """Ranges of the codes of ``X`` (float64), an evenly spaced subsample of them
-        for the allocation, and the codes' dtype."""
-        n = X.shape[0]
-        stride = max(1, -(-n // _rate.ALLOCATION_ROWS))
-        lo = hi = None
-        sample = []
-        for r0 in range(0, n, _CHUNK_ROWS):
-            codes = self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS), model)
-            lo = codes.min(axis=0) if lo is None else np.minimum(lo, codes.min(axis=0))
-            hi = codes.max(axis=0) if hi is None else np.maximum(hi, codes.max(axis=0))
-            first = (-r0) % stride
-            sample.append(codes[first::stride].astype(np.float64))
-        return lo.astype(np.float64), hi.astype(np.float64), np.concatenate(sample), codes.dtype.str
-
-    def _quantization_aware_fine_tune(self, X, codes):
-        """Fine-tune ``model_`` (a copy) with the quantizer in its code layer; ``codes``
-        (the model's, before fine-tuning) start the rate term's densities."""
-        from ._base import stop_on_ctrl_c
-        from ._finetuning import CodeQuantizer
-
-        ae = self.model_
-        X2 = np.asarray(X).reshape(X.shape[0], -1)
-        data = ae._training_rows(X2, reset=False)
-        # The copy's bookkeeping tracked the unquantized loss: start the count afresh.
-        ae.best_loss_, ae._no_improvement_count = None, 0
-        tuner = ae._fine_tuner(data)
-        n_levels = np.left_shift(1, self.unit_bits_)
-        rate_weight = 0.0
-        if self.rate_weight > 0:
-            rate_weight = self.rate_weight * self._loss_per_squared_error(ae, X2)
-        tuner.code_quantizer = CodeQuantizer(
-            code_layer=tuner.layout.shapes.shape[0] // 2 - 1,
-            lo=self.code_min_,
-            step=_rate.steps(self.code_min_, self.code_max_, self.unit_bits_),
-            n_levels=n_levels,
-            noise=self.fine_tune_method == "noise",
-            rng=np.random.default_rng([int(getattr(ae, "_seed", 0)), 7]),
-            dtype=ae._params.dtype,
-            rate_weight=rate_weight,
-            codes=codes,
-        )
-        # Every epoch asked for runs: the copy's early-stopping rule was tuned for its own
-        # (unquantized) loss, whose noise it would mistake for convergence.
-        patience = ae.n_iter_no_change
-        ae.n_iter_no_change = self.fine_tune_epochs + 1
-        try:
-            with stop_on_ctrl_c() as stop:
-                tuner.run(data, self.fine_tune_epochs, stop, warn_max_iter=False)
-        finally:
-            ae.n_iter_no_change = patience
-
-    def _loss_per_squared_error(self, ae, X2):
-        """Units of ``ae``'s training loss per unit of squared error (input units): 1
-        for squared error on unscaled inputs, else the ratio of the two for the quantized
-        reconstructions of (up to ``_EXCHANGE_ROWS`` evenly spaced) training samples."""
-        if ae.loss_ == "squared_error" and ae.visible_units_ != "gaussian":
-            return 1.0
-        rows = np.asarray(X2[:: max(1, -(-X2.shape[0] // _EXCHANGE_ROWS))])
-        codes = self._transform(rows, ae).astype(np.float64)
-        # What the network reconstructs: 8-bit input is read as intensities / 255.
-        rows = rows / 255.0 if rows.dtype == np.uint8 else rows.astype(np.float64)
-        lo, hi, bits = self.code_min_, self.code_max_, self.unit_bits_
-        dequantized = _rate.dequantize(_rate.quantize(codes, lo, hi, bits), lo, hi, bits)
-        recon = np.asarray(ae.inverse_transform(dequantized.astype(self.code_dtype_)),
-                           np.float64)
-        err = recon - rows
-        squared = float(np.sum(err * err))
-        if ae.loss_ == "cross_entropy":
-            from scipy.special import rel_entr
-
-            # The cross-entropy less the samples' own entropy: what training can lower.
-            a = np.clip(recon, 1e-7, 1 - 1e-7)
-            x = np.clip(rows, 0.0, 1.0)
-            excess = float(np.sum(rel_entr(x, a) + rel_entr(1 - x, 1 - a)))
-        else:
-            # Squared error of the standardised features, as the network trains on them.
-            excess = float(np.sum((err / ae.scale_) ** 2))
-        if not (squared > 0 and np.isfinite(excess) and excess > 0):
-            return 1.0
-        return excess / squared
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -626,6 +438,12 @@ class Codec(BaseEstimator):
             raise ValueError("model.transform returned non-finite codes")
         return codes
 
+    def _code_blocks(self, X, model=None):
+        """``(first row, codes)`` of ``X``'s samples ``_CHUNK_ROWS`` at a time (see
+        :meth:`_transform`), so that an out-of-core ``X`` is never loaded whole."""
+        for r0 in range(0, X.shape[0], _CHUNK_ROWS):
+            yield r0, self._transform(_flat_rows(X, r0, r0 + _CHUNK_ROWS), model)
+
     def _level_dtype(self):
         return np.uint8 if self.unit_bits_.max() <= 8 else np.uint16
 
@@ -732,11 +550,9 @@ class Codec(BaseEstimator):
 
     def _levels(self, X):
         """Quantized levels of all samples of ``X`` (already checked by _flatten)."""
-        n = X.shape[0]
-        levels = np.empty((n, self.n_units_), self._level_dtype())
-        for r0 in range(0, n, _CHUNK_ROWS):
-            r1 = min(n, r0 + _CHUNK_ROWS)
-            levels[r0:r1] = self.quantize(self._transform(_flat_rows(X, r0, r1)))
+        levels = np.empty((X.shape[0], self.n_units_), self._level_dtype())
+        for r0, codes in self._code_blocks(X):
+            levels[r0 : r0 + codes.shape[0]] = self.quantize(codes)
         return levels
 
     def compress(self, X):
@@ -978,5 +794,5 @@ def fit_codecs(model, X, n_bits, **params):
         raise ValueError("n_bits is empty: give at least one value")
     for codec in codecs:
         codec._validate_params()
-    _fit_together(codecs, X)
+    fit_together(codecs, X)
     return codecs

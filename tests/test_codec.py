@@ -713,20 +713,21 @@ def test_rate_weight_is_converted_to_the_training_loss(autoencoder, X):
     inputs, 1 / scale_**2 for standardised inputs of one scale (the linear path), and for
     cross-entropy the ratio of its excess to the squared error, at least 2 (Pinsker)."""
     from skdae import RBMStackAutoencoder
+    from skdae._codec_fit import loss_per_squared_error
 
     flat = X.reshape(len(X), -1)
     cross_entropy = Codec(autoencoder, n_bits=2, fine_tune_epochs=1, rate_weight=0.01).fit(X)
     assert autoencoder.loss_ == "cross_entropy"
-    assert 2 <= cross_entropy._loss_per_squared_error(autoencoder, flat) < 100
+    assert 2 <= loss_per_squared_error(cross_entropy, autoencoder, flat) < 100
     squared = RBMStackAutoencoder((16, 4), pretrain_epochs=2, max_iter=5, loss="squared_error",
                                   n_jobs=1, random_state=0).fit(flat)
     codec = Codec(squared, n_bits=2, fine_tune_epochs=1, rate_weight=0.01).fit(X)
-    assert codec._loss_per_squared_error(squared, flat) == 1.0
+    assert loss_per_squared_error(codec, squared, flat) == 1.0
     real = 3.0 * flat - 1.0  # outside [0, 1]: Gaussian visible units, the linear path
     gaussian = RBMStackAutoencoder((16, 4), pretrain_epochs=2, max_iter=5, n_jobs=1,
                                    random_state=0).fit(real)
     assert gaussian.linear_path_
     codec = Codec(gaussian, n_bits=2, fine_tune_epochs=2, rate_weight=0.01).fit(real)
-    assert codec._loss_per_squared_error(gaussian, real) == pytest.approx(
+    assert loss_per_squared_error(codec, gaussian, real) == pytest.approx(
         1 / gaussian.scale_[0] ** 2, rel=1e-6)
     assert codec.decompress(codec.compress(real[:5])).shape == (5, 64)

@@ -12,7 +12,8 @@ from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 
-from skdae._persist import InvalidModelFileError, fingerprint, load, read_header, save
+from skdae._persist import InvalidModelFileError, fingerprint, load, save
+from skdae._persist_read import read_header
 from skdae.codec import Codec
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -1,0 +1,217 @@
+"""How a :class:`~skdae.codec.Codec` is fitted: the quantizer, the rate model and the
+quantization-aware fine-tuning of a copy of the model.
+
+:func:`fit_together` is what :meth:`Codec.fit <skdae.codec.Codec.fit>` and
+:func:`~skdae.codec.fit_codecs` run: one scan of the training codes
+(:class:`TrainingCodes`: ranges, dtype, a subsample for the bit allocation), each codec's
+ranges and bits (:func:`fit_quantizer`), optionally quantization-aware fine-tuning of a
+copy of an autoencoder (:func:`quantization_aware_fine_tune`, with the rate term's
+exchange rate from :func:`loss_per_squared_error`), then the per-unit frequency tables
+(:func:`fit_tables`). The codec class itself (:mod:`skdae.codec`) holds the parameters,
+the checks of its fitted state and everything that turns samples into bytes and back.
+"""
+
+import copy
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from . import _rate
+
+# Training codes whose decoder gains weight the bit allocation (see _rate.unit_weights).
+WEIGHT_ROWS = 128
+# Training samples on which rate_weight is converted to a cross-entropy model's loss.
+EXCHANGE_ROWS = 2048
+
+
+class TrainingCodes:
+    """What a codec learns from the model's codes of its training samples before any
+    bits are chosen, shared by codecs that differ only in ``n_bits``.
+
+    Built with one pass over the samples: the codes' ranges and dtype, and an evenly
+    spaced subsample (at most ``_rate.ALLOCATION_ROWS`` rows) for the allocation. The
+    decoder gains (:func:`_rate.unit_weights`) and the distortion/rate tables of every
+    depth (:func:`_rate.allocation_tables`) are built on the first :meth:`allocate`.
+    """
+
+    def __init__(self, codec, X):
+        self.model = codec.model
+        self.lo, self.hi, self.sample, self.dtype = scan(codec, X, codec.model)
+        self._tables = None
+
+    def allocate(self, budget):
+        """Bits per unit for a coded rate of ``budget`` bits per sample."""
+        if self._tables is None:
+            sample, dtype = self.sample, self.dtype
+            rows = sample[:: max(1, len(sample) // WEIGHT_ROWS)][:WEIGHT_ROWS]
+            weights = _rate.unit_weights(
+                lambda codes: self.model.inverse_transform(codes.astype(dtype)), rows
+            )
+            self._tables = _rate.allocation_tables(sample, self.lo, self.hi, weights)
+        return _rate.choose_bits(*self._tables, budget)
+
+
+def fit_together(codecs, X):
+    """Fit ``codecs`` (one model, settings that differ only in ``n_bits``) on ``X``.
+
+    The model's codes of ``X`` are computed twice in all, not twice per codec: once for
+    the ranges and the allocation's subsample (:class:`TrainingCodes`), once for the
+    frequency tables of every codec that uses the model itself. A codec that fine-tunes
+    counts its tables through its own copy, after fine-tuning.
+    """
+    for codec in codecs:
+        codec._check_n_bits()
+        codec._check_rate_weight()
+        if codec.fine_tune_epochs > 0:
+            from ._autoencoder import RBMStackAutoencoder
+
+            if type(codec.model) is not RBMStackAutoencoder:
+                raise ValueError(
+                    f"fine_tune_epochs={codec.fine_tune_epochs} needs an RBMStackAutoencoder "
+                    f"model, not {type(codec.model).__name__}; use fine_tune_epochs=0"
+                )
+            check_is_fitted(codec.model)
+    X, shape = codecs[0]._flatten(X, check_features=False)
+    training = TrainingCodes(codecs[0], X)
+    for codec in codecs:
+        fit_quantizer(codec, training, shape)
+    plain = []
+    for codec in codecs:
+        if codec.fine_tune_epochs > 0:
+            codec.model_ = copy.deepcopy(codec.model)
+            quantization_aware_fine_tune(codec, X, training.sample)
+            fit_tables([codec], X)
+        else:
+            plain.append(codec)
+    if plain:
+        fit_tables(plain, X)
+
+
+def fit_tables(codecs, X):
+    """Frequency tables of ``codecs`` (fitted quantizers, one model) from one pass over
+    ``X``; None for a codec with a unit of more than ``_rate.MAX_TABLE_BITS`` bits."""
+    tabled = []
+    for codec in codecs:
+        codec.frequencies_ = None
+        if codec.unit_bits_.max() <= _rate.MAX_TABLE_BITS:
+            tabled.append(codec)
+    if not tabled:
+        return
+    counts = [np.zeros(_rate.table_offsets(c.unit_bits_)[1], np.int64) for c in tabled]
+    for _, codes in tabled[0]._code_blocks(X):
+        codes = codes.astype(np.float64)
+        for codec, count in zip(tabled, counts):
+            levels = _rate.quantize(codes, codec.code_min_, codec.code_max_, codec.unit_bits_)
+            count += _rate.level_counts(levels, codec.unit_bits_)
+    for codec, count in zip(tabled, counts):
+        codec.frequencies_ = _rate.frequency_tables(count, codec.unit_bits_)
+
+
+def fit_quantizer(codec, training, shape):
+    """Set ``codec``'s ranges and bit allocation from the training codes
+    (:class:`TrainingCodes`)."""
+    codec.model_ = None
+    codec.code_min_, codec.code_max_ = training.lo.copy(), training.hi.copy()
+    codec.code_dtype_ = training.dtype
+    codec.n_features_in_ = int(np.prod(shape, dtype=np.int64))
+    n_units = training.lo.size
+    if codec.allocation == "uniform":
+        bits = np.full(n_units, int(codec.n_bits), np.int64)
+    else:
+        bits = training.allocate(codec.n_bits * n_units)
+    if bits.sum() == 0:
+        raise ValueError(
+            f"n_bits={codec.n_bits} leaves every code unit without a bit on these codes; "
+            "raise n_bits"
+        )
+    if bits.max() > _rate.MAX_TABLE_BITS and codec.coder == "rans":
+        raise ValueError(
+            f"coder='rans' needs at most {_rate.MAX_TABLE_BITS} bits per unit; "
+            f"some units have {int(bits.max())}: lower n_bits or use coder='auto'"
+        )
+    codec.unit_bits_ = bits
+
+
+def scan(codec, X, model):
+    """Ranges of ``model``'s codes of ``X`` (float64), an evenly spaced subsample of them
+    for the allocation, and the codes' dtype."""
+    n = X.shape[0]
+    stride = max(1, -(-n // _rate.ALLOCATION_ROWS))
+    lo = hi = None
+    sample = []
+    for r0, codes in codec._code_blocks(X, model):
+        lo = codes.min(axis=0) if lo is None else np.minimum(lo, codes.min(axis=0))
+        hi = codes.max(axis=0) if hi is None else np.maximum(hi, codes.max(axis=0))
+        first = (-r0) % stride
+        sample.append(codes[first::stride].astype(np.float64))
+    return lo.astype(np.float64), hi.astype(np.float64), np.concatenate(sample), codes.dtype.str
+
+
+def quantization_aware_fine_tune(codec, X, codes):
+    """Fine-tune ``codec.model_`` (a copy) with the quantizer in its code layer;
+    ``codes`` (the model's, before fine-tuning) start the rate term's densities."""
+    from ._base import stop_on_ctrl_c
+    from ._finetuning import CodeQuantizer
+
+    ae = codec.model_
+    X2 = np.asarray(X).reshape(X.shape[0], -1)
+    data = ae._training_rows(X2, reset=False)
+    # The copy's bookkeeping tracked the unquantized loss: start the count afresh.
+    ae.best_loss_, ae._no_improvement_count = None, 0
+    tuner = ae._fine_tuner(data)
+    n_levels = np.left_shift(1, codec.unit_bits_)
+    rate_weight = 0.0
+    if codec.rate_weight > 0:
+        rate_weight = codec.rate_weight * loss_per_squared_error(codec, ae, X2)
+    tuner.code_quantizer = CodeQuantizer(
+        code_layer=tuner.layout.shapes.shape[0] // 2 - 1,
+        lo=codec.code_min_,
+        step=_rate.steps(codec.code_min_, codec.code_max_, codec.unit_bits_),
+        n_levels=n_levels,
+        noise=codec.fine_tune_method == "noise",
+        rng=np.random.default_rng([int(getattr(ae, "_seed", 0)), 7]),
+        dtype=ae._params.dtype,
+        rate_weight=rate_weight,
+        codes=codes,
+    )
+    # Every epoch asked for runs: the copy's early-stopping rule was tuned for its own
+    # (unquantized) loss, whose noise it would mistake for convergence.
+    patience = ae.n_iter_no_change
+    ae.n_iter_no_change = codec.fine_tune_epochs + 1
+    try:
+        with stop_on_ctrl_c() as stop:
+            tuner.run(data, codec.fine_tune_epochs, stop, warn_max_iter=False)
+    finally:
+        ae.n_iter_no_change = patience
+
+
+def loss_per_squared_error(codec, ae, X2):
+    """Units of ``ae``'s training loss per unit of squared error (input units): 1
+    for squared error on unscaled inputs, else the ratio of the two for the quantized
+    reconstructions (by ``codec``'s quantizer) of (up to ``EXCHANGE_ROWS`` evenly spaced)
+    training samples."""
+    if ae.loss_ == "squared_error" and ae.visible_units_ != "gaussian":
+        return 1.0
+    rows = np.asarray(X2[:: max(1, -(-X2.shape[0] // EXCHANGE_ROWS))])
+    codes = codec._transform(rows, ae).astype(np.float64)
+    # What the network reconstructs: 8-bit input is read as intensities / 255.
+    rows = rows / 255.0 if rows.dtype == np.uint8 else rows.astype(np.float64)
+    lo, hi, bits = codec.code_min_, codec.code_max_, codec.unit_bits_
+    dequantized = _rate.dequantize(_rate.quantize(codes, lo, hi, bits), lo, hi, bits)
+    recon = np.asarray(ae.inverse_transform(dequantized.astype(codec.code_dtype_)),
+                       np.float64)
+    err = recon - rows
+    squared = float(np.sum(err * err))
+    if ae.loss_ == "cross_entropy":
+        from scipy.special import rel_entr
+
+        # The cross-entropy less the samples' own entropy: what training can lower.
+        a = np.clip(recon, 1e-7, 1 - 1e-7)
+        x = np.clip(rows, 0.0, 1.0)
+        excess = float(np.sum(rel_entr(x, a) + rel_entr(1 - x, 1 - a)))
+    else:
+        # Squared error of the standardised features, as the network trains on them.
+        excess = float(np.sum((err / ae.scale_) ** 2))
+    if not (squared > 0 and np.isfinite(excess) and excess > 0):
+        return 1.0
+    return excess / squared
