@@ -125,6 +125,8 @@ def main():
     path = write_json(args.output, {
         "command": "python benchmarks/compile_profile.py " + " ".join(sys.argv[1:]),
         "total_cpu_s": child["total_cpu_s"], "functions": functions, "steps": steps,
+        "function_steps": [{"function": f, "step": s, "cpu_s": v} for f, s, v in
+                           sorted(child["rows"], key=lambda r: -r[2])[:60]],
         "load_before": load_before, "load_after": os.getloadavg(), "machine": machine(),
     })
     print(f"\nwrote {path}")
