@@ -9,7 +9,8 @@ Numba cache, and charges every timed step to the function being compiled when it
 machine inflates it less than wall time; compare runs made under similar load.
 
 Usage: python benchmarks/compile_profile.py [--output compile_profile.json]
-Writes benchmarks/results/compile_profile.json (or --output) and prints two tables.
+Writes benchmarks/results/compile_profile.json (or --output): seconds per function, per step
+and for the 60 largest (function, step) pairs; prints the first two as tables.
 """
 
 import argparse

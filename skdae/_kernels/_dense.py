@@ -119,10 +119,9 @@ def for_each_block(block, args):
     ``args`` must have exactly the types ``block`` was compiled for (checked while
     compiling). The block function, called with ``blk`` -1, checks the whole problem
     (every GEMM operand with :func:`~skdae._kernels._blas.gemm_problem`, every other array
-    it indexes) and
-    returns the number of blocks or a problem's negative code, raised here as a
-    ValueError: an exception inside the parallel loop would be lost, and the block's C
-    entry point cannot raise at all.
+    it indexes) and returns the number of blocks or a problem's negative code, raised here
+    as a ValueError: an exception inside the parallel loop would be lost, and the block's
+    C entry point cannot raise at all.
     """
     generic, address = erase_block(block, args)
     _parallel_blocks(generic, address)
