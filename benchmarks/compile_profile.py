@@ -9,7 +9,8 @@ Numba cache, and charges every timed step to the function being compiled when it
 machine inflates it less than wall time; compare runs made under similar load.
 
 Usage: python benchmarks/compile_profile.py [--output compile_profile.json]
-Writes benchmarks/results/compile_profile.json (or --output) and prints two tables.
+Writes benchmarks/results/compile_profile.json (or --output): seconds per function, per step
+and for the 60 largest (function, step) pairs; prints the first two as tables.
 """
 
 import argparse
@@ -125,6 +126,8 @@ def main():
     path = write_json(args.output, {
         "command": "python benchmarks/compile_profile.py " + " ".join(sys.argv[1:]),
         "total_cpu_s": child["total_cpu_s"], "functions": functions, "steps": steps,
+        "function_steps": [{"function": f, "step": s, "cpu_s": v} for f, s, v in
+                           sorted(child["rows"], key=lambda r: -r[2])[:60]],
         "load_before": load_before, "load_after": os.getloadavg(), "machine": machine(),
     })
     print(f"\nwrote {path}")

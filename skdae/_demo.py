@@ -78,7 +78,7 @@ def run(args):
           f"{X_train.shape[1]} pixels; code size {code} ({X_train.shape[1] / code:.0f}:1)")
     print(f"model: {'-'.join(map(str, [X_train.shape[1], *hidden]))} autoencoder, {args.code_units} "
           f"code, {args.pretrain_epochs} CD-1 epochs per RBM, {max_iter} Adam epochs, batches of {batch_size}")
-    print("(the first fit on this machine compiles the Numba kernels, some 13 s of CPU;\n"
+    print("(the first fit on this machine compiles the Numba kernels, some 10 s of CPU;\n"
           " they are cached on disk, so later runs start at once)\n", flush=True)
 
     ae = RBMStackAutoencoder(

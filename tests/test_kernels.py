@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from skdae._kernels import _backprop as bp
 from skdae._kernels import _blas
 from skdae._kernels import _dense
+from skdae._kernels import _jit
 from skdae._kernels import _math
 from skdae._kernels import _rbm as rk
 from skdae._kernels._random import derive_key as _derive_key
@@ -338,6 +339,74 @@ def test_blocks_cover_every_column_once(m):
     covered = np.concatenate([np.arange(lo, hi) for lo, hi in bounds])
     assert_array_equal(covered, np.arange(m))
     assert all(hi - lo <= _dense.BLOCK_WIDTH for lo, hi in bounds)
+
+
+# ----------------------------------------------------------- the shared parallel loop
+
+
+@_jit.njit(cache=False)
+def _recording_block(args, blocks, blk):
+    """A block function for the tests of for_each_block: counts each call of each block
+    and each column it covers; with ``blk`` -1, reports ``n_blocks(m)`` or ``problem``."""
+    visits, columns, problem = _jit.unpack_args(args)
+    m = columns.shape[0]
+    if blk < 0:
+        return problem if problem < 0 else _dense.n_blocks(m)
+    visits[blk] += 1
+    j0, j1 = _dense.block_bounds(m, blocks, blk)
+    for j in range(j0, j1):
+        columns[j] += 1
+    return 0
+
+
+_RECORDING = _jit.KernelPointer(_recording_block, _jit.block_signature(
+    numba.types.int64[::1], numba.types.int64[::1], numba.types.int64))
+
+
+@_jit.njit(cache=False)
+def _run_recording(block, visits, columns, problem):
+    _dense.for_each_block(block, (visits, columns, problem))
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 3, 1023, 2049, 4097, 6143])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_for_each_block_runs_every_block_exactly_once(m, threads):
+    blocks = _dense.n_blocks(m)
+    visits = np.zeros(blocks, np.int64)
+    columns = np.zeros(m, np.int64)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        _run_recording(_RECORDING, visits, columns, 0)
+    finally:
+        numba.set_num_threads(before)
+    assert_array_equal(visits, np.ones(blocks, np.int64))
+    # Every column covered once: the NumPy reference is a plain count.
+    assert_array_equal(columns, np.ones(m, np.int64))
+
+
+def test_for_each_block_raises_the_check_s_problem_before_any_block():
+    visits, columns = np.zeros(2, np.int64), np.zeros(5, np.int64)
+    with pytest.raises(ValueError, match="biases do not match"):
+        _run_recording(_RECORDING, visits, columns, -_dense.BIAS_MISMATCH)
+    with pytest.raises(ValueError, match="gemm: operand C is smaller"):
+        _run_recording(_RECORDING, visits, columns, -(_dense.GEMM_PROBLEM + 1 * 3 + 2))
+    assert not visits.any() and not columns.any()
+
+
+def test_for_each_block_refuses_arguments_of_other_types_when_compiling():
+    """The loop passes the arguments' address on untyped: a tuple whose types differ from
+    the block function's signature is a compile-time error, never a misread."""
+    with pytest.raises(numba.core.errors.TypingError, match="do not match"):
+        _run_recording(_RECORDING, np.zeros(2, np.int32), np.zeros(5, np.int64), 0)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_dense_forward_checks_its_bias(transposed):
+    A, W = np.ones((3, 4)), np.ones((4, 4))
+    with pytest.raises(ValueError, match="biases do not match"):
+        _dense.dense_forward(A, W, transposed, np.zeros(3), True, np.empty((3, 4)),
+                             _dense.dense_pointer(np.float64))
 
 
 @fast

@@ -22,16 +22,20 @@ import functools
 import numpy as np
 from numba import prange, types
 
-from ._blas import block_gemm, check_gemm, gemm
+from ._blas import block_gemm, gemm, gemm_problem
 from ._dense import (
+    GEMM_PROBLEM,
+    LAYER_MISMATCH,
+    OUTPUT_MISMATCH,
     block_bounds,
     dense_forward,
     dense_pointer,
+    for_each_block,
     gather_csr_rows,
     gather_rows,
     n_blocks,
 )
-from ._jit import KernelPointer, as_readonly, block_types, njit, unliteral
+from ._jit import KernelPointer, as_readonly, block_signature, block_types, njit, unliteral, unpack_args
 from ._math import sigmoid, softplus
 
 from ._codes import (  # noqa: F401
@@ -105,7 +109,9 @@ def _update_range(params, grads, state_a, state_b, start, stop, solver, lr, mome
             p[i] -= lr * m / (np.sqrt(v) + eps)
 
 
-@njit(parallel=True, internal=True)
+# Inlined into batch_step: it only packs its arguments for for_each_block, which would
+# cost more compiled alone (see _jit.njit). So is _weight_step.
+@njit(inline="always")
 def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols, accumulate,
                   block):
     """Output pre-activation, loss and delta, fused per block of output units.
@@ -119,26 +125,30 @@ def _output_layer(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
     for the same reason (see _dense). ``block`` is :func:`_output_block` (see
     :func:`layer_pointers`).
     """
-    b, n_in = inp.shape
-    m = Z.shape[1]
-    # Every block's GEMM operands, checked whole before the parallel loop (see
-    # _dense.dense_forward).
-    check_gemm(False, False, b, m, n_in, inp, n_in, W, m, Z, m)
     # The block's argument types, fixed (see layer_pointers).
-    inp_in, W_in, c_in, Xb_in = as_readonly(inp), as_readonly(W), as_readonly(c), as_readonly(Xb)
-    flags = unliteral(out_sigmoid), unliteral(cross_entropy), unliteral(accumulate)
-    blocks = n_blocks(m)
-    for blk in prange(blocks):
-        block(inp_in, W_in, c_in, Xb_in, flags[0], flags[1], inv_b, Z, delta, loss_cols, flags[2],
-              blocks, np.int64(blk))
+    for_each_block(block, (as_readonly(inp), as_readonly(W), as_readonly(c), as_readonly(Xb),
+                           unliteral(out_sigmoid), unliteral(cross_entropy), inv_b, Z, delta,
+                           loss_cols, unliteral(accumulate)))
 
 
 @njit
-def _output_block(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols, accumulate,
-                  blocks, blk):
-    """Output block ``blk`` of ``blocks`` of :func:`_output_layer`."""
+def _output_block(args, blocks, blk):
+    """Output block ``blk`` of ``blocks`` of :func:`_output_layer` (``blk`` -1: the check,
+    see :func:`~skdae._kernels._dense.for_each_block`)."""
+    (inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, loss_cols,
+     accumulate) = unpack_args(args)
     b, n_in = inp.shape
     m = Z.shape[1]
+    if blk < 0:
+        found = gemm_problem(unliteral(False), unliteral(False), b, m, n_in, inp.shape,
+                             inp.strides, n_in, W.shape, W.strides, m, Z.shape, Z.strides, m,
+                             Z.itemsize)
+        if found != 0:
+            return -(GEMM_PROBLEM + found)
+        if (c.shape[0] != m or loss_cols.shape[0] != m or Xb.shape[0] < b
+                or Xb.shape[1] != m or delta.shape[0] < b or delta.shape[1] != m):
+            return -OUTPUT_MISMATCH
+        return n_blocks(m)
     one = Z.dtype.type(1.0)
     two = Z.dtype.type(2.0)
     j0, j1 = block_bounds(m, blocks, blk)
@@ -176,6 +186,7 @@ def _output_block(inp, W, c, Xb, out_sigmoid, cross_entropy, inv_b, Z, delta, lo
                     d[j] = two * e * inv_b
                     z[j] = a
                     lc[j] += e * e
+    return 0
 
 
 @njit(internal=True)
@@ -201,35 +212,44 @@ def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, mome
                           momentum, beta1, beta2, eps)
 
 
-@njit(parallel=True, internal=True)
+@njit(inline="always")
 def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha,
                  params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps, block):
     """Per block of input units ``[i0, i1)``: weight gradient rows, delta columns for the
     layer below (from the old weights), then the optimiser step on those rows. ``block``
     is :func:`_weight_block` (see :func:`layer_pointers`)."""
-    b, n_in = layer_in.shape
-    n_out = delta.shape[1]
-    # Every block's GEMM operands, checked whole before the parallel loop (see
-    # _dense.dense_forward).
-    check_gemm(True, False, n_in, n_out, b, layer_in, n_in, delta, n_out, gW, n_out)
-    if propagate:
-        check_gemm(False, True, b, n_in, n_out, delta, n_out, W, n_out, new_delta, n_in)
-    blocks = n_blocks(n_in)
     # The block's argument types, fixed (see layer_pointers).
-    in_in, delta_in, W_in = as_readonly(layer_in), as_readonly(delta), as_readonly(W)
-    start, kind = unliteral(w_start), unliteral(solver)
-    flags = unliteral(propagate), unliteral(sigmoid_below)
-    for blk in prange(blocks):
-        block(in_in, delta_in, W_in, gW, start, new_delta, flags[0], flags[1], alpha, params, grads,
-              state_a, state_b, kind, lr, momentum, beta1, beta2, eps, blocks, np.int64(blk))
+    for_each_block(block, (as_readonly(layer_in), as_readonly(delta), as_readonly(W), gW,
+                           unliteral(w_start), new_delta, unliteral(propagate),
+                           unliteral(sigmoid_below), alpha, params, grads, state_a, state_b,
+                           unliteral(solver), lr, momentum, beta1, beta2, eps))
 
 
 @njit
-def _weight_block(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha, params,
-                  grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps, blocks, blk):
-    """Input block ``blk`` of ``blocks`` of :func:`_weight_step`."""
+def _weight_block(args, blocks, blk):
+    """Input block ``blk`` of ``blocks`` of :func:`_weight_step` (``blk`` -1: the check,
+    see :func:`~skdae._kernels._dense.for_each_block`)."""
+    (layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha, params,
+     grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps) = unpack_args(args)
     b, n_in = layer_in.shape
     n_out = delta.shape[1]
+    if blk < 0:
+        found = gemm_problem(unliteral(True), unliteral(False), n_in, n_out, b, layer_in.shape,
+                             layer_in.strides, n_in, delta.shape, delta.strides, n_out, gW.shape,
+                             gW.strides, n_out, gW.itemsize)
+        if found == 0 and propagate:
+            found = gemm_problem(unliteral(False), unliteral(True), b, n_in, n_out, delta.shape,
+                                 delta.strides, n_out, W.shape, W.strides, n_out,
+                                 new_delta.shape, new_delta.strides, n_in, new_delta.itemsize)
+        if found != 0:
+            return -(GEMM_PROBLEM + found)
+        n_params = params.shape[0]
+        if (W.shape[0] != n_in or W.shape[1] != n_out or w_start < 0
+                or w_start + n_in * n_out > n_params or grads.shape[0] != n_params
+                or (solver != SOLVER_NONE and state_a.shape[0] != n_params)
+                or (solver == SOLVER_ADAM and state_b.shape[0] != n_params)):
+            return -LAYER_MISMATCH
+        return n_blocks(n_in)
     one = W.dtype.type(1.0)
     i0, i1 = block_bounds(n_in, blocks, blk)
     if i1 > i0:
@@ -252,6 +272,7 @@ def _weight_block(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid
                         d_seg[i] *= a_seg[i] * (one - a_seg[i])
         _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
                       solver, lr, momentum, beta1, beta2, eps)
+    return 0
 
 
 @functools.cache
@@ -269,10 +290,10 @@ def layer_pointers(dtype):
     i8, flag = types.int64, types.boolean
     return (
         dense_pointer(dtype),
-        KernelPointer(_output_block, types.none(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2, cols,
-                                                flag, i8, i8)),
-        KernelPointer(_weight_block, types.none(ro2, ro2, ro2, a2, i8, a2, flag, flag, f, a1,
-                                                a1, a1, a1, i8, f, f, f, f, f, i8, i8)),
+        KernelPointer(_output_block, block_signature(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2,
+                                                     cols, flag)),
+        KernelPointer(_weight_block, block_signature(ro2, ro2, ro2, a2, i8, a2, flag, flag, f,
+                                                     a1, a1, a1, a1, i8, f, f, f, f, f)),
     )
 
 

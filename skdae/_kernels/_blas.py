@@ -149,7 +149,9 @@ _BAD_SIZES = 5
 _BAD_TYPES = 6
 
 
-@njit(inline="always")
+# Compiled once (its arguments are ints and int tuples), called three times by
+# _gemm_problem: inlined, it would be typed and lowered at five call sites.
+@njit(internal=True)
 def _operand_problem(shape, strides, itemsize, rows, cols, ld):
     """Whether an array of ``shape`` and ``strides`` holds a ``rows x cols`` row-major block
     with row stride ``ld``: 0, or the code of the first problem found."""
@@ -222,6 +224,8 @@ def _raise_gemm_problem(problem, operand):
         if operand == 1:
             raise ValueError("gemm: the leading dimension of B is out of range")
         raise ValueError("gemm: the leading dimension of C is out of range")
+    if problem == _BAD_TYPES:
+        raise ValueError("gemm: A, B and C must be 2-D arrays of one float dtype, C writable")
     if problem == _ROWS_NOT_CONTIGUOUS:
         if operand == 0:
             raise ValueError("gemm: operand A has non-contiguous rows")
@@ -235,23 +239,28 @@ def _raise_gemm_problem(problem, operand):
     raise ValueError("gemm: the row stride of C is not its leading dimension")
 
 
-def gemm_problem(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
-    """0 when :func:`gemm` may be called with these arguments, else a nonzero code.
+# Compiled once for every caller: it sees ints and int tuples only, whatever the arrays'
+# types. A block function's check (see skdae._kernels._dense.for_each_block) calls it
+# directly: an inlined check costs a cold start a tenth of a second per call site.
+@njit(internal=True)
+def gemm_problem(trans_a, trans_b, m, n, k, a_shape, a_strides, lda, b_shape, b_strides, ldb,
+                 c_shape, c_strides, ldc, itemsize):
+    """The checks of :func:`check_gemm`, without raising, on operands given by their shapes
+    and strides (bytes; ``itemsize`` bytes per element): 0 when :func:`gemm` may be called
+    with them, else a positive code for :func:`raise_gemm_problem`. Flags and sizes must
+    be run-time values (see :func:`~skdae._kernels._jit.unliteral`), as for every kernel
+    compiled once."""
+    problem, operand = _gemm_problem(trans_a, trans_b, m, n, k, a_shape, a_strides, lda,
+                                     b_shape, b_strides, ldb, c_shape, c_strides, ldc, itemsize)
+    if problem == 0:
+        return 0
+    return problem * 3 + operand
 
-    The checks of :func:`check_gemm`, without raising. Callable from compiled code only.
-    """
-    raise NotImplementedError("gemm_problem is callable from Numba-compiled code only")
 
-
-@overload(gemm_problem, jit_options={"cache": CACHE}, inline="always")
-def _gemm_problem_overload(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
-    if _type_problem(A, B, C) is not None:
-        return lambda trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc: _BAD_TYPES
-
-    def problem(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):
-        return _problem_of(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)[0]
-
-    return problem
+@njit(inline="always")
+def raise_gemm_problem(code):
+    """Raise the error of a nonzero :func:`gemm_problem` code."""
+    _raise_gemm_problem(code // 3, code % 3)
 
 
 def check_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc):

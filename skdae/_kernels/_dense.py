@@ -8,10 +8,12 @@ is bitwise the same for any thread count, and each block's GEMM and the fused pa
 it touch the same cache-resident memory. Threads are set by the caller
 (:func:`skdae._base.thread_limits`), which also pins BLAS to one thread.
 
-A parallel kernel checks the whole problem, then its ``prange`` body only calls the
-block's function (``_dense_block`` here), compiled once, serially, and passed in as a
-function pointer (:class:`~skdae._kernels._jit.KernelPointer`): that keeps a cold start
-from compiling every loop body four times over.
+A kernel hands its arguments and its block function (``_dense_block`` here), compiled
+once, serially, and passed in as a function pointer
+(:class:`~skdae._kernels._jit.KernelPointer`), to :func:`for_each_block`: the one
+``prange`` loop of the blocked kernels, compiled once for all of them, which has the
+block function check the whole problem (raising what it finds) before any block runs.
+That keeps a cold start from compiling a parallel loop, four libraries each, per kernel.
 """
 
 import functools
@@ -19,9 +21,20 @@ import functools
 import numpy as np
 from numba import prange, types
 
-from ._blas import block_gemm, check_gemm
-from ._jit import KernelPointer, as_readonly, block_types, njit, unliteral
+from ._blas import block_gemm, gemm_problem, raise_gemm_problem
+from ._jit import (
+    KernelPointer,
+    as_readonly,
+    block_signature,
+    block_types,
+    erase_block,
+    keep_alive,
+    njit,
+    unliteral,
+    unpack_args,
+)
 from ._math import sigmoid
+from ._random import standard_normal, uniform
 
 # Columns per block, at most. Blocks are few and wide: a single-threaded GEMM split into
 # narrow strided blocks loses a third of its speed, while two blocks already keep two
@@ -51,36 +64,119 @@ def block_bounds(m, blocks, block):
     return start, stop
 
 
-@njit(parallel=True)
+# What a block function's check finds wrong (see for_each_block), besides its GEMM
+# operands' problems (gemm_problem's codes, offset by GEMM_PROBLEM): minus these codes.
+BIAS_MISMATCH = 1
+SAMPLES_MISMATCH = 2
+TARGET_MISMATCH = 3
+UPDATE_MISMATCH = 4
+OUTPUT_MISMATCH = 5
+LAYER_MISMATCH = 6
+GEMM_PROBLEM = 16
+
+
+@njit(internal=True)
+def _raise_block_problem(code):
+    """Raise the error of a block function's check code (constant messages: see
+    :func:`skdae._kernels._blas._raise_gemm_problem` why)."""
+    if code >= GEMM_PROBLEM:
+        raise_gemm_problem(code - GEMM_PROBLEM)
+    if code == BIAS_MISMATCH:
+        raise ValueError("the biases do not match the output columns")
+    if code == SAMPLES_MISMATCH:
+        raise ValueError("the sample buffer does not match the output columns")
+    if code == TARGET_MISMATCH:
+        raise ValueError("the targets, error columns or bias velocities do not match the "
+                         "output columns")
+    if code == UPDATE_MISMATCH:
+        raise ValueError("the hidden biases or their velocities do not match the weights")
+    if code == OUTPUT_MISMATCH:
+        raise ValueError("the output biases, targets, deltas or loss columns do not match the "
+                         "output layer")
+    raise ValueError("the layer's weights, gradient or optimiser state do not match the "
+                     "parameters")
+
+
+@njit(parallel=True, internal=True)
+def _parallel_blocks(block, args):
+    """Check, then run every block of ``block`` on ``args`` in parallel.
+
+    ``block`` and ``args`` have the one type :func:`~skdae._kernels._jit.erase_block`
+    gives every block function and its arguments, so this loop is compiled once.
+    """
+    blocks = block(args, 0, -1)
+    if blocks < 0:
+        _raise_block_problem(-blocks)
+    for blk in prange(blocks):
+        block(args, blocks, np.int64(blk))
+
+
+@njit(inline="always")
+def for_each_block(block, args):
+    """Run block function ``block`` (a :class:`~skdae._kernels._jit.KernelPointer`) on
+    the tuple ``args``: its check, then each of its blocks exactly once, in parallel.
+
+    ``args`` must have exactly the types ``block`` was compiled for (checked while
+    compiling). The block function, called with ``blk`` -1, checks the whole problem
+    (every GEMM operand with :func:`~skdae._kernels._blas.gemm_problem`, every other array
+    it indexes) and returns the number of blocks or a problem's negative code, raised here
+    as a ValueError: an exception inside the parallel loop would be lost, and the block's
+    C entry point cannot raise at all.
+    """
+    generic, address = erase_block(block, args)
+    _parallel_blocks(generic, address)
+    keep_alive(args)
+
+
+@njit
 def dense_forward(A, W, w_transposed, bias, sigmoid_units, out, block):
     """``out = f(A @ op(W) + bias)``, ``f`` sigmoid or identity, in column blocks.
 
     ``A`` is ``(n, k)``; ``W`` is ``(k, m)``, or ``(m, k)`` with ``w_transposed``; all
     C-contiguous. ``block`` is :func:`dense_pointer` of the dtype.
     """
-    n, k = A.shape
-    m = out.shape[1]
-    # The blocks' GEMM operands are views of these: checked whole, before the parallel
-    # loop, where an exception would be lost (see check_gemm).
-    if w_transposed:
-        check_gemm(False, True, n, m, k, A, k, W, k, out, m)
-    else:
-        check_gemm(False, False, n, m, k, A, k, W, m, out, m)
-    A_in = as_readonly(A)
-    W_in = as_readonly(W)
-    bias_in = as_readonly(bias)
-    transposed = unliteral(w_transposed)
-    sigmoid_out = unliteral(sigmoid_units)
-    blocks = n_blocks(m)
-    for blk in prange(blocks):
-        block(A_in, W_in, transposed, bias_in, sigmoid_out, out, blocks, np.int64(blk))
+    zero = out.dtype.type(0.0)
+    # The block's error, bias-update and sampling terms are off (see _dense_block).
+    for_each_block(block, (as_readonly(A), as_readonly(W), unliteral(w_transposed),
+                           as_readonly(bias), unliteral(sigmoid_units), out, as_readonly(out),
+                           np.empty(0, np.float64), unliteral(False), np.empty(0, out.dtype),
+                           unliteral(False), zero, zero, out, unliteral(False), np.uint64(0)))
 
 
 @njit
-def _dense_block(A, W, w_transposed, bias, sigmoid_units, out, blocks, blk):
-    """Column block ``blk`` of ``blocks`` of :func:`dense_forward`."""
+def _dense_block(args, blocks, blk):
+    """Column block ``blk`` of ``blocks`` of :func:`dense_forward` and of CD's hidden and
+    visible phases (``blk`` -1: the check, see :func:`for_each_block`).
+
+    ``out = f(A @ op(W) + bias)``, ``f`` sigmoid or identity. With ``sample``, unit states
+    drawn from ``out`` into ``samples``: Bernoulli(``out``) for sigmoid units, ``out`` +
+    N(0, 1) noise otherwise, element ``(i, j)`` from counter ``i * m + j`` of stream
+    ``key``. With ``record_error``, the squared error against ``target`` accumulated per
+    column into ``error_cols`` (float64); with ``update_bias``, the momentum update
+    ``vel = mom * vel + lr_b * (column sums of target - out)``. One block function for
+    all three, so a cold start compiles it once.
+    """
+    (A, W, w_transposed, bias, sigmoid_units, out, target, error_cols, record_error, vel,
+     update_bias, lr_b, mom, samples, sample, key) = unpack_args(args)
     n, k = A.shape
     m = out.shape[1]
+    if blk < 0:
+        found = gemm_problem(unliteral(False), w_transposed, n, m, k, A.shape, A.strides, k,
+                             W.shape, W.strides, k if w_transposed else m, out.shape,
+                             out.strides, m, out.itemsize)
+        if found != 0:
+            return -(GEMM_PROBLEM + found)
+        if bias.shape[0] != m:
+            return -BIAS_MISMATCH
+        if sample and (samples.shape[0] < n or samples.shape[1] != m):
+            return -SAMPLES_MISMATCH
+        if (record_error or update_bias) and (target.shape[0] < n or target.shape[1] != m):
+            return -TARGET_MISMATCH
+        if (record_error and error_cols.shape[0] != m) or (update_bias and vel.shape[0] != m):
+            return -TARGET_MISMATCH
+        return n_blocks(m)
+    one = out.dtype.type(1.0)
+    zero = out.dtype.type(0.0)
     j0, j1 = block_bounds(m, blocks, blk)
     if j1 > j0:
         if w_transposed:
@@ -90,23 +186,54 @@ def _dense_block(A, W, w_transposed, bias, sigmoid_units, out, blocks, blk):
         # Loops over slices from 0: with an index that could be negative, Numba's
         # wraparound check keeps LLVM from vectorising (7x slower here).
         b_seg = bias[j0:j1]
+        width = j1 - j0
         for i in range(n):
             seg = out[i, j0:j1]
+            # Each row sampled right after its activation, while it is in cache.
+            s = samples[i, j0:j1]
+            base = i * m + j0
             if sigmoid_units:
-                for j in range(seg.shape[0]):
+                for j in range(width):
                     seg[j] = sigmoid(seg[j] + b_seg[j])
+                if sample:
+                    for j in range(width):
+                        s[j] = one if uniform(key, base + j) < seg[j] else zero
             else:
-                for j in range(seg.shape[0]):
+                for j in range(width):
                     seg[j] += b_seg[j]
+                if sample:
+                    for j in range(width):
+                        s[j] = seg[j] + standard_normal(key, base + j)
+        if record_error:
+            # Per-column float64 sums: no cross-lane reduction, so this vectorises.
+            err = error_cols[j0:j1]
+            for i in range(n):
+                p = target[i, j0:j1]
+                v = out[i, j0:j1]
+                for j in range(width):
+                    d = p[j] - v[j]
+                    err[j] += d * d
+        if update_bias:
+            vel_seg = vel[j0:j1]
+            for j in range(width):
+                vel_seg[j] *= mom
+            for i in range(n):
+                p = target[i, j0:j1]
+                v = out[i, j0:j1]
+                for j in range(width):
+                    vel_seg[j] += lr_b * (p[j] - v[j])
+    return 0
 
 
 @functools.cache
 def dense_pointer(dtype):
     """:func:`_dense_block` for ``dtype``, the ``block`` argument of :func:`dense_forward`
     (a :class:`~skdae._kernels._jit.KernelPointer`, see there why)."""
-    f, ro2, ro1, a2, _ = block_types(dtype)
-    i8, flag = types.int64, types.boolean
-    return KernelPointer(_dense_block, types.none(ro2, ro2, flag, ro1, flag, a2, i8, i8))
+    f, ro2, ro1, a2, a1 = block_types(dtype)
+    flag = types.boolean
+    return KernelPointer(_dense_block, block_signature(
+        ro2, ro2, flag, ro1, flag, a2, ro2, types.Array(types.float64, 1, "C"), flag, a1, flag,
+        f, f, a2, flag, types.uint64))
 
 
 @njit

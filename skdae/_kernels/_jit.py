@@ -15,6 +15,7 @@ import os
 import numba
 import numpy as np
 from numba import types
+from numba.core import cgutils, errors
 from numba.extending import intrinsic, typeof_impl
 
 _FALSE = {"0", "false", "no", "off"}
@@ -94,17 +95,20 @@ def unliteral(typingctx, value):
 
 
 class KernelPointer:
-    """A kernel compiled for one signature, passed to other kernels as a function pointer.
+    """A block function compiled for one signature, passed to kernels as a function pointer.
 
     Why: Numba builds a ``prange`` loop as four libraries (the loop body, two wrappers, the
     kernel), each linking the one below and optimising and emitting all of it again, and
-    every caller of the kernel once more. A loop body that is a call through a pointer is
-    a few instructions in each of them, while the body itself is compiled once, serially:
-    a parallel phase compiles in about a third of the time. Kernels take the pointer as an
-    argument (typed :class:`numba.types.FunctionType` of ``signature``), never as a global,
-    so a kernel cached on disk holds no address: each call unboxes the pointer from this
-    object, compiling or loading the target for exactly the signature the calling kernel
-    was compiled with.
+    every caller of the kernel once more. So skdae has one ``prange`` loop,
+    :func:`~skdae._kernels._dense.for_each_block`, compiled once for every kernel and
+    dtype, whose body is a call through a pointer to the block function of the phase at
+    hand. A block function is compiled once, serially, and takes its arguments packed in
+    one tuple behind a pointer (see :func:`block_signature`), so that every block function
+    has the same C signature and one compiled loop calls them all. Kernels take the
+    pointer as an argument (typed :class:`numba.types.FunctionType` of ``signature``),
+    never as a global, so a kernel cached on disk holds no address: each call unboxes the
+    pointer from this object, compiling or loading the target for exactly the signature
+    the calling kernel was compiled with.
 
     The target is called through its C entry point, which cannot raise: targets check
     nothing and never raise (their callers check the whole problem first). An exception
@@ -117,12 +121,20 @@ class KernelPointer:
     dispatcher : numba dispatcher
         The target kernel (compiled with its C entry point, so not ``internal``).
     signature : numba signature
-        The one signature the target is compiled and called with.
+        The one signature the target is compiled and called with, from
+        :func:`block_signature`.
     """
 
     def __init__(self, dispatcher, signature):
         self.dispatcher = dispatcher
         self.signature = signature
+        # Start Numba's threading layer, which binds the symbols of its parallel loops,
+        # before any kernel that takes this pointer is loaded from the on-disk cache. A
+        # cached kernel that links the parallel loop compiled in another process (loaded
+        # from the cache while this kernel compiled) does not start it on load itself
+        # (Numba passes a parallel function's reload hook on only from a fresh compile),
+        # and calls a null address. get_num_threads starts the layer once per process.
+        numba.get_num_threads()
 
     def __wrapper_address__(self):
         # Numba's protocol for first-class functions (numba.experimental.function_type):
@@ -138,6 +150,86 @@ def block_types(dtype):
     f = numba.from_dtype(np.dtype(dtype))
     return (f, types.Array(f, 2, "C", readonly=True), types.Array(f, 1, "C", readonly=True),
             types.Array(f, 2, "C"), types.Array(f, 1, "C"))
+
+
+def block_signature(*arg_types):
+    """The signature of a block function whose arguments have types ``arg_types``:
+    ``(args, blocks, blk) -> int64``, ``args`` a pointer to the tuple of those arguments
+    (read with :func:`unpack_args`). With ``blk`` at least 0 the function computes block
+    ``blk`` of ``blocks`` and returns 0; with ``blk`` -1 it checks the whole problem and
+    returns the number of blocks, or minus the code of the problem found (see
+    :func:`skdae._kernels._dense.for_each_block`)."""
+    return types.int64(types.CPointer(types.Tuple(arg_types)), types.int64, types.int64)
+
+
+# What the shared parallel loop sees of every block function: its pointer to the tuple
+# of arguments is a plain address (the same machine type as the typed pointer).
+GENERIC_BLOCK = types.FunctionType(types.int64(types.voidptr, types.int64, types.int64))
+
+
+@intrinsic
+def erase_block(typingctx, block, args):
+    """``(block, address of a copy of args)``, typed for the shared parallel loop.
+
+    Checks, while compiling, that ``args`` has exactly the types ``block`` was compiled
+    for (literal constants aside): the loop passes the address on untyped, so a mismatch
+    would otherwise be read as the wrong data. The copy lives in the calling function's
+    stack frame; the arrays in it are the caller's references (keep ``args`` alive until
+    the loop returns, see :func:`keep_alive`).
+    """
+    if not isinstance(block, types.FunctionType) or not isinstance(args, types.BaseTuple):
+        return None
+    params = block.signature.args
+    if len(params) != 3 or not isinstance(params[0], types.CPointer):
+        raise errors.TypingError(f"{block} is not a block function (see block_signature)")
+    expected = params[0].dtype
+    given = tuple(types.unliteral(t) for t in args.types)
+    if tuple(expected.types) != given:
+        raise errors.TypingError(
+            f"block arguments {given} do not match the block function's {tuple(expected)}")
+    sig = types.Tuple((GENERIC_BLOCK, types.voidptr))(block, args)
+
+    def codegen(context, builder, signature, llargs):
+        block_ty, args_ty = signature.args
+        value = context.cast(builder, llargs[1], args_ty, expected)
+        model = context.data_model_manager[expected]
+        slot = cgutils.alloca_once(builder, model.get_data_type())
+        builder.store(model.as_data(builder, value), slot)
+        # A FunctionType's value is the same structure of addresses for any signature.
+        return context.make_tuple(builder, signature.return_type,
+                                  [llargs[0], builder.bitcast(slot, cgutils.voidptr_t)])
+
+    return sig, codegen
+
+
+@intrinsic
+def unpack_args(typingctx, pointer):
+    """The tuple of arguments behind a block function's first argument (see
+    :func:`block_signature`)."""
+    if not isinstance(pointer, types.CPointer) or not isinstance(pointer.dtype, types.BaseTuple):
+        return None
+    sig = pointer.dtype(pointer)
+
+    def codegen(context, builder, signature, llargs):
+        ty = signature.return_type
+        value = context.data_model_manager[ty].from_data(builder, builder.load(llargs[0]))
+        # Returned as a new reference, as Numba expects of a call's result.
+        context.nrt.incref(builder, ty, value)
+        return value
+
+    return sig, codegen
+
+
+@intrinsic
+def keep_alive(typingctx, value):
+    """Nothing, but a use of ``value``: Numba keeps a variable's references until its last
+    use, so the arrays in a tuple passed by address stay alive until this point."""
+    sig = types.none(value)
+
+    def codegen(context, builder, signature, llargs):
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @typeof_impl.register(KernelPointer)

@@ -20,18 +20,21 @@ import functools
 import numpy as np
 from numba import prange, types
 
-from ._blas import block_gemm, check_gemm
+from ._blas import block_gemm, gemm_problem
 from ._dense import (
+    GEMM_PROBLEM,
+    UPDATE_MISMATCH,
     block_bounds,
     copy_rows,
     dense_forward,
-    dense_pointer,  # noqa: F401 (also the estimators' way to it)
+    dense_pointer,
+    for_each_block,
     gather_csr_rows,
     gather_rows,
     n_blocks,
 )
-from ._jit import KernelPointer, as_readonly, block_types, njit, unliteral
-from ._math import sigmoid, softplus
+from ._jit import KernelPointer, as_readonly, block_signature, block_types, njit, unliteral, unpack_args
+from ._math import softplus
 from ._random import derive_key, standard_normal, uniform
 
 from ._codes import HIDDEN_BERNOULLI, HIDDEN_LINEAR, VISIBLE_BERNOULLI, VISIBLE_GAUSSIAN  # noqa: F401
@@ -126,117 +129,39 @@ def gibbs_step(V, W, b_vis, b_hid, visible_kind, hidden_kind, seed, H, out, hidd
     sample_units(out, out, visible_kind == VISIBLE_BERNOULLI, derive_key(seed, 1))
 
 
-@njit(parallel=True, internal=True)
+# The three phases are inlined into their callers: each only packs its arguments for
+# for_each_block, which would cost more compiled alone (see _jit.njit).
+@njit(inline="always")
 def _hidden_phase(V, W, b_hid, hidden_kind, H, H_sample, sample, key, block):
     """``H = f(V W^T + b_hid)`` and, if ``sample``, ``H_sample`` drawn from it.
 
-    ``V``, ``W`` and ``b_hid`` are read-only (see :func:`~skdae._kernels._jit.as_readonly`):
-    one compiled phase serves training and encoding. ``sample`` must be a run-time value,
-    never a constant, for the same reason. ``block`` is :func:`_hidden_block` (see
-    :func:`cd_pointers`).
+    ``sample`` must be a run-time value, never a constant: one compiled block function
+    serves training and encoding. ``block`` is
+    :func:`~skdae._kernels._dense.dense_pointer`'s block (see :func:`cd_pointers`).
     """
-    b, n_vis = V.shape
-    n_hid = W.shape[0]
-    # Every block's GEMM operands, checked whole before the parallel loop (see
-    # _dense.dense_forward).
-    check_gemm(False, True, b, n_hid, n_vis, V, n_vis, W, n_vis, H, n_hid)
-    blocks = n_blocks(n_hid)
-    for blk in prange(blocks):
-        block(V, W, b_hid, hidden_kind, H, H_sample, sample, key, blocks, np.int64(blk))
-
-
-@njit
-def _hidden_block(V, W, b_hid, hidden_kind, H, H_sample, sample, key, blocks, blk):
-    """Block ``blk`` of ``blocks`` of :func:`_hidden_phase`'s hidden units."""
-    b, n_vis = V.shape
-    n_hid = W.shape[0]
-    bernoulli = hidden_kind == HIDDEN_BERNOULLI
-    one = H.dtype.type(1.0)
     zero = H.dtype.type(0.0)
-    j0, j1 = block_bounds(n_hid, blocks, blk)
-    if j1 > j0:
-        block_gemm(False, True, b, j1 - j0, n_vis, 1.0, V, n_vis, W[j0:], n_vis, 0.0, H[:, j0:],
-                   n_hid)
-        # Slices and 0-based loops throughout: they vectorise (see _dense).
-        bias = b_hid[j0:j1]
-        width = j1 - j0
-        for i in range(b):
-            h = H[i, j0:j1]
-            s = H_sample[i, j0:j1]
-            base = i * n_hid + j0
-            if bernoulli:
-                for j in range(width):
-                    h[j] = sigmoid(h[j] + bias[j])
-                if sample:
-                    for j in range(width):
-                        s[j] = one if uniform(key, base + j) < h[j] else zero
-            else:
-                for j in range(width):
-                    h[j] += bias[j]
-                if sample:
-                    for j in range(width):
-                        s[j] = h[j] + standard_normal(key, base + j)
+    # The block's error and bias-update terms are off (see _dense._dense_block).
+    for_each_block(block, (as_readonly(V), as_readonly(W), unliteral(True), as_readonly(b_hid),
+                           hidden_kind == HIDDEN_BERNOULLI, H, as_readonly(H),
+                           np.empty(0, np.float64), unliteral(False), np.empty(0, H.dtype),
+                           unliteral(False), zero, zero, H_sample, sample, key))
 
 
-@njit(parallel=True, internal=True)
+@njit(inline="always")
 def _visible_phase(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error,
                    vel_vis, update_bias, lr_b, mom, block):
     """``V_neg = f(H_sample W + b_vis)``; optionally the squared error against ``V_pos``
     (accumulated per visible unit into ``error_cols``) and the visible-bias update.
-    ``block`` is :func:`_visible_block`."""
-    b, n_hid = H_sample.shape
-    n_vis = W.shape[1]
-    # Every block's GEMM operands, checked whole before the parallel loop (see
-    # _dense.dense_forward).
-    check_gemm(False, False, b, n_vis, n_hid, H_sample, n_hid, W, n_vis, V_neg, n_vis)
-    blocks = n_blocks(n_vis)
-    for blk in prange(blocks):
-        block(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error, vel_vis,
-              update_bias, lr_b, mom, blocks, np.int64(blk))
+    ``block`` is :func:`~skdae._kernels._dense.dense_pointer`'s block, which
+    :func:`~skdae._kernels._dense.dense_forward` shares."""
+    # No sampling here: visible units are mean-field (module docstring).
+    for_each_block(block, (as_readonly(H_sample), as_readonly(W), unliteral(False),
+                           as_readonly(b_vis), visible_kind == VISIBLE_BERNOULLI, V_neg,
+                           as_readonly(V_pos), error_cols, record_error, vel_vis, update_bias,
+                           lr_b, mom, V_neg, unliteral(False), np.uint64(0)))
 
 
-@njit
-def _visible_block(H_sample, W, b_vis, visible_kind, V_neg, V_pos, error_cols, record_error,
-                   vel_vis, update_bias, lr_b, mom, blocks, blk):
-    """Block ``blk`` of ``blocks`` of :func:`_visible_phase`'s visible units."""
-    b, n_hid = H_sample.shape
-    n_vis = W.shape[1]
-    sigmoid_units = visible_kind == VISIBLE_BERNOULLI
-    j0, j1 = block_bounds(n_vis, blocks, blk)
-    if j1 > j0:
-        block_gemm(False, False, b, j1 - j0, n_hid, 1.0, H_sample, n_hid, W[:, j0:], n_vis, 0.0,
-                   V_neg[:, j0:], n_vis)
-        bias = b_vis[j0:j1]
-        width = j1 - j0
-        for i in range(b):
-            v = V_neg[i, j0:j1]
-            if sigmoid_units:
-                for j in range(width):
-                    v[j] = sigmoid(v[j] + bias[j])
-            else:
-                for j in range(width):
-                    v[j] += bias[j]
-        if record_error:
-            # Per-column float64 sums: no cross-lane reduction, so this vectorises.
-            err = error_cols[j0:j1]
-            for i in range(b):
-                p = V_pos[i, j0:j1]
-                v = V_neg[i, j0:j1]
-                for j in range(width):
-                    d = p[j] - v[j]
-                    err[j] += d * d
-        if update_bias:
-            vel = vel_vis[j0:j1]
-            for j in range(width):
-                vel[j] *= mom
-            for i in range(b):
-                p = V_pos[i, j0:j1]
-                v = V_neg[i, j0:j1]
-                for j in range(width):
-                    vel[j] += lr_b * (p[j] - v[j])
-
-
-@njit(parallel=True, internal=True)
+@njit(inline="always")
 def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, block):
     """Momentum update of weights and hidden biases, one block of hidden units at a time.
 
@@ -245,20 +170,25 @@ def _update_weights(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, de
     ``vel_W = mom * vel_W + lr / b * (pos - neg)`` in place (BLAS's beta), and the same
     block of ``W`` is updated while it is in cache. ``block`` is :func:`_update_block`.
     """
-    n_hid, n_vis = W.shape
-    # Every block's GEMM operands, checked whole before the parallel loop (see
-    # _dense.dense_forward).
-    check_gemm(True, False, n_hid, n_vis, 2 * b, H_stack, n_hid, V_stack, n_vis, vel_W, n_vis)
-    blocks = n_blocks(n_hid)
-    for blk in prange(blocks):
-        block(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, blocks,
-              np.int64(blk))
+    for_each_block(block, (H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay))
 
 
 @njit
-def _update_block(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay, blocks, blk):
-    """Block ``blk`` of ``blocks`` of :func:`_update_weights`'s hidden units."""
+def _update_block(args, blocks, blk):
+    """Block ``blk`` of ``blocks`` of :func:`_update_weights`'s hidden units (``blk`` -1:
+    the check, see :func:`~skdae._kernels._dense.for_each_block`)."""
+    H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, decay = unpack_args(args)
     n_hid, n_vis = W.shape
+    if blk < 0:
+        found = gemm_problem(unliteral(True), unliteral(False), n_hid, n_vis, 2 * b,
+                             H_stack.shape, H_stack.strides, n_hid, V_stack.shape,
+                             V_stack.strides, n_vis, vel_W.shape, vel_W.strides, n_vis,
+                             vel_W.itemsize)
+        if found != 0:
+            return -(GEMM_PROBLEM + found)
+        if b_hid.shape[0] != n_hid or vel_hid.shape[0] != n_hid:
+            return -UPDATE_MISMATCH
+        return n_blocks(n_hid)
     j0, j1 = block_bounds(n_hid, blocks, blk)
     if j1 > j0:
         width = j1 - j0
@@ -281,6 +211,7 @@ def _update_block(H_stack, V_stack, b, W, vel_W, b_hid, vel_hid, lr_b, mom, deca
                 vw[k] -= decay * w[k]
                 w[k] += vw[k]
             bias[j] += vel[j]
+    return 0
 
 
 @functools.cache
@@ -290,19 +221,18 @@ def cd_pointers(dtype):
     :func:`cd_epoch_csr`.
 
     Each a :class:`~skdae._kernels._jit.KernelPointer` (see there why): the bodies of
-    :func:`_hidden_phase`, :func:`_visible_phase` and :func:`_update_weights`, each
+    :func:`_hidden_phase` and :func:`_visible_phase` (both the block of
+    :func:`~skdae._kernels._dense.dense_forward`) and of :func:`_update_weights`, each
     compiled once per dtype, for the exact argument types the phases pass. Passed as
     separate arguments: Numba warns on a tuple of function pointers.
     """
     f, ro2, ro1, a2, a1 = block_types(dtype)
-    err = types.Array(types.float64, 1, "C")
-    i8, flag = types.int64, types.boolean
+    i8 = types.int64
+    dense = dense_pointer(dtype)
     return (
-        KernelPointer(_hidden_block,
-                      types.none(ro2, ro2, ro1, i8, a2, a2, flag, types.uint64, i8, i8)),
-        KernelPointer(_visible_block,
-                      types.none(a2, a2, a1, i8, a2, a2, err, flag, a1, flag, f, f, i8, i8)),
-        KernelPointer(_update_block, types.none(a2, a2, i8, a2, a2, a1, a1, f, f, f, i8, i8)),
+        dense,
+        dense,
+        KernelPointer(_update_block, block_signature(a2, a2, i8, a2, a2, a1, a1, f, f, f)),
     )
 
 
