@@ -8,7 +8,8 @@ images:
   the same code sizes, in three variants: ``uniform`` (every unit ``n_bits``, deflate: the
   codec of skdae 0.1), ``rd`` (rate-distortion bit allocation from training codes, rANS or
   deflate per archive: the default) and ``rd-qat`` (``rd`` plus quantization-aware
-  fine-tuning of a copy of the autoencoder on a subset of the training images). Each
+  fine-tuning of a copy of the autoencoder on a subset of the training images), and on
+  request ``rd-qat-rate`` (``rd-qat`` with the rate term ``rate_weight``). Each
   point gives the rate of one archive holding all test images (header included) and the
   rate per image (each image compressed alone, its archive's fixed header left out);
 * JPEG, WebP, AVIF and JPEG 2000 (a raw codestream with two resolution levels, as 28 x 28
@@ -16,8 +17,13 @@ images:
   the bits of a blank 28 x 28 image at the same setting (the container);
 * PNG (lossless, ``optimize=True``), per file and as payload.
 
+The autoencoders are trained with ``--recipe`` (``benchmarks/_common.py``'s ``RECIPES``,
+shared with ``reproduce.py``): ``hs``, the default, is the estimator's defaults with 10
+RBM epochs per layer and 30 fine-tuning epochs; ``axis_shifts`` adds the cosine
+learning-rate schedule and one-pixel axis shifts of the images, with its epochs for
+60,000 images (15 RBM epochs per layer, 80 fine-tuning epochs).
 Trained autoencoders are cached (as skdae model files) under ``--cache-dir``, keyed by
-their settings; a rerun only evaluates, so training can run (niced) apart from the timed
+their settings (the recipe too, when it is not ``hs``); a rerun only evaluates, so training can run (niced) apart from the timed
 evaluation. ``--sections`` runs part of the benchmark and ``--merge`` adds its series to
 an existing JSON, so long runs can be split. ``--quick`` (small models, few epochs, 5,000
 training and 1,000 test images) writes to the cache folder, never over the committed
@@ -27,6 +33,7 @@ Usage::
 
     python benchmarks/rate_distortion.py          # benchmarks/results/rate_distortion.{json,png}
     python benchmarks/rate_distortion.py --quick  # in the cache folder
+    python benchmarks/rate_distortion.py --recipe axis_shifts --train-only  # stronger networks
 """
 
 import argparse
@@ -44,6 +51,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import RECIPES, recipe_params  # noqa: E402
+
 RESULTS = HERE / "results"
 DEFAULT_CACHE = Path(os.environ.get("SKDAE_CACHE_DIR", "~/.cache/skdae")).expanduser()
 
@@ -64,6 +74,11 @@ FULL = {
     "qat_budgets": (0.2, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0),
     "qat_epochs": 2,
     "qat_rows": 10_000,
+    # rd-qat-rate: rd-qat with the rate term. Its weight was chosen on held-out training
+    # images (benchmarks/results/codec_rate_term.json: lambda = 0.05 was the one never
+    # below plain fine-tuning's envelope, +0.37 dB at 2 bits per unit).
+    "rate_weight": 0.05,
+    "rate_budgets": (1.0, 2.0, 3.0, 4.0),
     "jpeg_qualities": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     # q1-q4 fill the gap between q0 (0.41 bpp) and q5 (0.77 bpp), where a target compares.
     "webp_qualities": (0, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
@@ -85,13 +100,17 @@ QUICK = {
     "qat_budgets": (0.5, 2.0),
     "qat_epochs": 1,
     "qat_rows": 2_000,
+    "rate_weight": 0.05,
+    "rate_budgets": (2.0,),
     "jpeg_qualities": (5, 20, 50, 90),
     "webp_qualities": (5, 20, 50, 90),
     "avif_qualities": (0, 20, 50),
     "jp2_qualities": (20, 28, 36),
 }
 SECTIONS = ("autoencoder", "pca", "anchors")
-VARIANTS = ("uniform", "rd", "rd-qat")
+VARIANTS = ("uniform", "rd", "rd-qat", "rd-qat-rate")
+# Variants that fine-tune the model, so autoencoders only.
+QAT_VARIANTS = ("rd-qat", "rd-qat-rate")
 
 
 def parse_args(argv=None):
@@ -121,10 +140,11 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
+        default="uniform,rd,rd-qat",
         help="comma-separated codec variants: uniform (n_bits each, deflate), rd "
         "(rate-distortion allocation, auto coder), rd-qat (rd with quantization-aware "
-        "fine-tuning; autoencoders only) (default: all)",
+        "fine-tuning; autoencoders only), rd-qat-rate (rd-qat with the rate term "
+        "rate_weight) (default: uniform,rd,rd-qat)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
@@ -145,6 +165,9 @@ def parse_args(argv=None):
     parser.add_argument("--qat-rows", type=int, help="training images used by rd-qat")
     parser.add_argument("--budgets", help="comma-separated rd budgets (coded bits per unit)")
     parser.add_argument("--qat-budgets", help="comma-separated rd-qat budgets")
+    parser.add_argument("--rate-budgets", help="comma-separated rd-qat-rate budgets")
+    parser.add_argument("--rate-weight", type=float,
+                        help="rate term of rd-qat-rate (Codec's rate_weight; default 0.05)")
     parser.add_argument("--n-bits", help="comma-separated uniform bit depths")
     parser.add_argument(
         "--untimed", action="store_true",
@@ -153,6 +176,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--n-train", type=int, help="training images (default 60000; quick 5000)")
     parser.add_argument("--n-test", type=int, help="test images (default 10000; quick 1000)")
+    parser.add_argument(
+        "--recipe", choices=sorted(RECIPES), default="hs",
+        help="training recipe of the autoencoders (benchmarks/_common.py RECIPES): hs "
+        "(default) is the estimator's defaults with 10 RBM and 30 fine-tuning epochs; "
+        "another recipe adds its estimator parameters and its epochs for Hinton & "
+        "Salakhutdinov's 60,000 images (axis_shifts: cosine schedule, images shifted by "
+        "one pixel along an axis, 15 RBM and 80 fine-tuning epochs)",
+    )
     parser.add_argument("--pretrain-epochs", type=int, help="RBM epochs per layer")
     parser.add_argument("--max-iter", type=int, help="fine-tuning epochs")
     parser.add_argument(
@@ -172,12 +203,23 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     config = dict(QUICK if args.quick else FULL)
-    for key in ("n_train", "n_test", "pretrain_epochs", "max_iter", "qat_epochs", "qat_rows"):
+    config["recipe"] = args.recipe
+    if not args.quick:
+        # The recipe's epochs for the 60,000 training images (--quick keeps its own).
+        budget = RECIPES[args.recipe]["hs"]
+        config["pretrain_epochs"] = budget.get("pretrain_epochs", config["pretrain_epochs"])
+        config["max_iter"] = budget.get("epochs", config["max_iter"])
+    for key in ("n_train", "n_test", "pretrain_epochs", "max_iter", "qat_epochs", "qat_rows",
+                "rate_weight"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    for key, kind in (("budgets", float), ("qat_budgets", float), ("n_bits", int)):
+    for key, kind in (("budgets", float), ("qat_budgets", float), ("rate_budgets", float),
+                      ("n_bits", int)):
         if getattr(args, key):
             config[key] = tuple(kind(v) for v in getattr(args, key).split(","))
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown --variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     config["variants"] = tuple(args.variants.split(","))
     config["sections"] = tuple(args.sections.split(","))
     if args.code_sizes:
@@ -212,6 +254,10 @@ def _cache_key(config, size):
         "seed": config["seed"],
         "skdae": skdae.__version__,
     }
+    if config["recipe"] != "hs":
+        # Only other recipes add keys, so the default recipe's cached models keep their names.
+        settings["recipe"] = config["recipe"]
+        settings["recipe_params"] = RECIPES[config["recipe"]]["params"]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return f"ae-{'-'.join(map(str, settings['hidden']))}-{digest}.skdae", settings
 
@@ -233,10 +279,12 @@ def autoencoder(config, size, X_train, cache_dir):
         max_iter=config["max_iter"],
         random_state=config["seed"],
         verbose=1,
+        **recipe_params(config["recipe"]),
     )
     log(
         f"training autoencoder 784-{'-'.join(map(str, settings['hidden']))} on "
-        f"{len(X_train)} images"
+        f"{len(X_train)} images, recipe {config['recipe']} ({config['pretrain_epochs']} RBM "
+        f"epochs per layer, {config['max_iter']} fine-tuning epochs)"
     )
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -254,6 +302,23 @@ def pca(size, X_train, seed):
     start = time.perf_counter()
     model = PCA(size, random_state=seed).fit(X_train)
     return model, {"train_s": time.perf_counter() - start}
+
+
+def qat_start(model):
+    """The model whose copies the quantization-aware codecs fine-tune.
+
+    The codec's fine-tuning continues the model's own learning-rate schedule from
+    ``n_iter_``; after a cosine schedule that is its last epoch's rate (about 4e-4 of
+    ``learning_rate`` after 80 epochs), so a few epochs would barely move the weights.
+    Every rd-qat codec fine-tunes as the default recipe's models do instead: at the
+    constant ``learning_rate``, on the images as given (no augmentation), on a copy (the
+    model itself is not changed).
+    """
+    if (getattr(model, "learning_rate_schedule", "constant") == "constant"
+            and getattr(model, "augmentation", None) is None):
+        return model
+    return copy.deepcopy(model).set_params(learning_rate_schedule="constant",
+                                           augmentation=None)
 
 
 def codec_series(name, model, X_train, X_test, config, variant):
@@ -278,13 +343,17 @@ def codec_series(name, model, X_train, X_test, config, variant):
         n_bits, params = config["n_bits"], dict(allocation="uniform", coder="zlib")
     elif variant == "rd":
         n_bits, params = config["budgets"], {}
-    else:
+    elif variant == "rd-qat":
         n_bits, params = config["qat_budgets"], dict(fine_tune_epochs=config["qat_epochs"])
+    else:
+        n_bits, params = config["rate_budgets"], dict(fine_tune_epochs=config["qat_epochs"],
+                                                      rate_weight=config["rate_weight"])
     # Fine-tuning runs on the first qat_rows training images; ranges, allocation and
     # tables come from the same rows, so every variant is fitted on training data only.
-    fit_rows = X_train[: config["qat_rows"]] if variant == "rd-qat" else X_train
+    qat = variant in QAT_VARIANTS
+    fit_rows = X_train[: config["qat_rows"]] if qat else X_train
     start = time.perf_counter()
-    codecs = fit_codecs(model, fit_rows, list(n_bits), **params)
+    codecs = fit_codecs(qat_start(model) if qat else model, fit_rows, list(n_bits), **params)
     fit_s = time.perf_counter() - start
     log(f"  {name}: {len(codecs)} codecs fitted together on {len(fit_rows)} training images "
         f"in {fit_s:.1f} s")
@@ -570,7 +639,7 @@ def plot(series, path, title):
 
     fig, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True)
     colors = {30: "C0", 64: "C1", 196: "C2"}
-    styles = {"uniform": ":", "rd": "-", "rd-qat": "-"}
+    styles = {"uniform": ":", "rd": "-", "rd-qat": "-", "rd-qat-rate": "-."}
     anchor_colors = {"JPEG": "C3", "WebP": "C5", "AVIF": "C6", "JPEG 2000": "C7"}
     for ax, (key, anchor_key, label) in zip(axes, [
             ("bpp", "bpp_file", "one archive of all images / one file per image"),
@@ -581,8 +650,9 @@ def plot(series, path, title):
                 marker = "o" if s["model"] == "autoencoder" else "s"
                 ax.plot([p[key] for p in pts], [p["psnr"] for p in pts],
                         styles.get(s["variant"], "-") + marker,
-                        color=colors.get(s["code_size"], "C4"), ms=3 if s["variant"] != "rd-qat"
-                        else 6, mfc="none" if s["model"] == "pca" else None,
+                        color=colors.get(s["code_size"], "C4"),
+                        ms=3 if s["variant"] not in QAT_VARIANTS else 6,
+                        mfc="none" if s["model"] == "pca" else None,
                         lw=1 if s["model"] == "pca" else 1.8, label=s["name"])
             elif s["kind"] == "pillow":
                 ax.plot([p[anchor_key] for p in pts], [p["psnr"] for p in pts], "--",
@@ -650,7 +720,7 @@ def main(argv=None):
             models.append(("pca", *pca(size, X_train, config["seed"])))
         for kind, model, meta in models:
             for variant in config["variants"]:
-                if variant == "rd-qat" and kind != "autoencoder":
+                if variant in QAT_VARIANTS and kind != "autoencoder":
                     continue
                 name = f"{'AE' if kind == 'autoencoder' else 'PCA'}-{size} {variant}"
                 log(name)
@@ -685,10 +755,22 @@ def main(argv=None):
     import skdae
 
     targets = check_targets(series)
+    defaults = QUICK if args.quick else FULL
+    budgets = {variant: list(config[key]) for variant, key in (
+        ("uniform", "n_bits"), ("rd", "budgets"), ("rd-qat", "qat_budgets"),
+        ("rd-qat-rate", "rate_budgets")) if variant in config["variants"]}
     runs.append({
         "command": "python benchmarks/rate_distortion.py " + " ".join(sys.argv[1:]
                                                                      if argv is None else argv),
         "sections": list(sections),
+        "recipe": config["recipe"],
+        "budgets": budgets,
+        **({"budgets_note": "budgets given on the command line: a codec runs at any "
+            "budget, and these sample the envelopes more densely (chosen from the rates "
+            "of an earlier run, never fitted on the test images)"}
+           if any(budgets[v] != list(defaults[key]) for v, key in (
+               ("uniform", "n_bits"), ("rd", "budgets"), ("rd-qat", "qat_budgets"),
+               ("rd-qat-rate", "rate_budgets")) if v in budgets) else {}),
         "timed": not args.untimed,
         **({"timings_note": "niced run outside the benchmark lock on a loaded shared "
             "machine: rates and PSNRs are exact; every seconds field (train_s, fit_s, "
