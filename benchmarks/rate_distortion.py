@@ -37,7 +37,6 @@ Usage::
 """
 
 import argparse
-import copy
 import hashlib
 import io
 import json
@@ -304,23 +303,6 @@ def pca(size, X_train, seed):
     return model, {"train_s": time.perf_counter() - start}
 
 
-def qat_start(model):
-    """The model whose copies the quantization-aware codecs fine-tune.
-
-    The codec's fine-tuning continues the model's own learning-rate schedule from
-    ``n_iter_``; after a cosine schedule that is its last epoch's rate (about 4e-4 of
-    ``learning_rate`` after 80 epochs), so a few epochs would barely move the weights.
-    Every rd-qat codec fine-tunes as the default recipe's models do instead: at the
-    constant ``learning_rate``, on the images as given (no augmentation), on a copy (the
-    model itself is not changed).
-    """
-    if (getattr(model, "learning_rate_schedule", "constant") == "constant"
-            and getattr(model, "augmentation", None) is None):
-        return model
-    return copy.deepcopy(model).set_params(learning_rate_schedule="constant",
-                                           augmentation=None)
-
-
 def codec_series(name, model, X_train, X_test, config, variant):
     """Points of ``model`` through the codec ``variant`` (one per n_bits or budget).
 
@@ -353,7 +335,7 @@ def codec_series(name, model, X_train, X_test, config, variant):
     qat = variant in QAT_VARIANTS
     fit_rows = X_train[: config["qat_rows"]] if qat else X_train
     start = time.perf_counter()
-    codecs = fit_codecs(qat_start(model) if qat else model, fit_rows, list(n_bits), **params)
+    codecs = fit_codecs(model, fit_rows, list(n_bits), **params)
     fit_s = time.perf_counter() - start
     log(f"  {name}: {len(codecs)} codecs fitted together on {len(fit_rows)} training images "
         f"in {fit_s:.1f} s")

@@ -154,6 +154,10 @@ def quantization_aware_fine_tune(codec, X, codes):
     from ._finetuning import CodeQuantizer
 
     ae = codec.model_
+    # A new phase, not the rest of the model's fine-tuning: a schedule would continue
+    # from n_iter_ (after a cosine schedule, at about 4e-4 of learning_rate, where the
+    # quantized loss barely moves), and the augmentation was chosen for the long run.
+    ae.set_params(learning_rate_schedule="constant", augmentation=None)
     X2 = np.asarray(X).reshape(X.shape[0], -1)
     data = ae._training_rows(X2, reset=False)
     # The copy's bookkeeping tracked the unquantized loss: start the count afresh.

@@ -168,7 +168,11 @@ class Codec(BaseEstimator):
     fine_tune_epochs : int, default=0
         Epochs of quantization-aware fine-tuning of a copy of the model (an
         :class:`~skdae.RBMStackAutoencoder` only) on the samples given to :meth:`fit`,
-        with the model's own solver and learning rate. 0 leaves the model as it is.
+        with the model's own solver, at its ``learning_rate`` held constant and without
+        its ``augmentation``: a new short phase, not a continuation of the model's
+        schedule (after ``learning_rate_schedule="cosine"`` that would be its last
+        epoch's near-zero rate, and the weights would barely move). The copy
+        (:attr:`model_`) records this in its parameters. 0 leaves the model as it is.
     fine_tune_method : {"straight_through", "noise"}, default="straight_through"
         The stand-in for rounding while fine-tuning: ``"noise"`` adds uniform noise of
         one bin width to the (clipped) codes; ``"straight_through"`` rounds them to the

@@ -578,6 +578,33 @@ def test_fit_codecs_fine_tunes_a_copy_per_codec(autoencoder, X):
         _same_fitted_state(together, alone)
 
 
+def test_fine_tuning_is_a_new_phase_at_the_constant_learning_rate(X):
+    """Quantization-aware fine-tuning restarts at the model's ``learning_rate``, held
+    constant, without its augmentation: after a cosine schedule, continuing the model's
+    schedule would run at its last epoch's near-zero rate. The model given keeps its
+    own parameters."""
+    import copy
+
+    from skdae import RBMStackAutoencoder
+    from skdae.augment import RandomDeformation
+
+    rows = X.reshape(len(X), -1)
+    scheduled = RBMStackAutoencoder(
+        (32, 6), pretrain_epochs=2, max_iter=10, learning_rate=3e-3, batch_size=20,
+        learning_rate_schedule="cosine", augmentation=RandomDeformation((8, 8)),
+        n_jobs=1, random_state=0).fit(rows)  # fmt: skip
+    plain = copy.deepcopy(scheduled).set_params(learning_rate_schedule="constant",
+                                                augmentation=None)
+    settings = dict(n_bits=2, allocation="uniform", fine_tune_epochs=3)
+    tuned = Codec(scheduled, **settings).fit(X)
+    reference = Codec(plain, **settings).fit(X)
+    np.testing.assert_array_equal(tuned.model_._params, reference.model_._params)
+    assert tuned.model_.learning_rate_schedule == "constant"
+    assert tuned.model_.augmentation is None
+    assert scheduled.learning_rate_schedule == "cosine"
+    assert isinstance(scheduled.augmentation, RandomDeformation)
+
+
 def test_fit_codecs_bad_arguments(pca, X):
     for bad in (2, "2", None):
         with pytest.raises(ValueError, match="sequence"):

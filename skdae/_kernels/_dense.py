@@ -123,7 +123,7 @@ def for_each_block(block, args):
     as a ValueError: an exception inside the parallel loop would be lost, and the block's
     C entry point cannot raise at all.
     """
-    generic, address = erase_block(block, args)
+    address, generic = erase_block(block, args)
     _parallel_blocks(generic, address)
     keep_alive(args)
 

@@ -169,7 +169,7 @@ GENERIC_BLOCK = types.FunctionType(types.int64(types.voidptr, types.int64, types
 
 @intrinsic
 def erase_block(typingctx, block, args):
-    """``(block, address of a copy of args)``, typed for the shared parallel loop.
+    """``(address of a copy of args, block)``, typed for the shared parallel loop.
 
     Checks, while compiling, that ``args`` has exactly the types ``block`` was compiled
     for (literal constants aside): the loop passes the address on untyped, so a mismatch
@@ -187,7 +187,9 @@ def erase_block(typingctx, block, args):
     if tuple(expected.types) != given:
         raise errors.TypingError(
             f"block arguments {given} do not match the block function's {tuple(expected)}")
-    sig = types.Tuple((GENERIC_BLOCK, types.voidptr))(block, args)
+    # The address comes first: Numba warns that first-class functions are experimental
+    # whenever it builds a tuple type that starts with one (it tries to unify it).
+    sig = types.Tuple((types.voidptr, GENERIC_BLOCK))(block, args)
 
     def codegen(context, builder, signature, llargs):
         block_ty, args_ty = signature.args
@@ -197,7 +199,7 @@ def erase_block(typingctx, block, args):
         builder.store(model.as_data(builder, value), slot)
         # A FunctionType's value is the same structure of addresses for any signature.
         return context.make_tuple(builder, signature.return_type,
-                                  [llargs[0], builder.bitcast(slot, cgutils.voidptr_t)])
+                                  [builder.bitcast(slot, cgutils.voidptr_t), llargs[0]])
 
     return sig, codegen
 
