@@ -33,10 +33,15 @@ RBM_PARAMS = dict(n_components=96, max_iter=60, batch_size=50, random_state=0, v
 
 CHILD = textwrap.dedent(
     """
-    import json, sys, warnings
+    import json, signal, sys, warnings
     import numpy as np
     import skdae
     from skdae import RBM, RBMStackAutoencoder
+
+    # Ctrl-C as in an interactive program: a child inherits an ignored SIGINT from a
+    # parent started in the background without job control (a CI runner, `cmd &` in a
+    # script), and skdae rightly leaves an ignored SIGINT alone.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     kind, params, path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     X = np.random.RandomState(1).rand(3000, 196).astype(np.float32)
