@@ -264,23 +264,14 @@ class _IdxReader:
 
     def __init__(self, path):
         import contextlib
-        import struct
 
-        from ._idx import IDX_DTYPES, open_decompressed
+        from ._idx import open_decompressed, read_idx_header
 
         self.path = path
         self._stack = contextlib.ExitStack()
         self.stream, _ = self._stack.enter_context(open_decompressed(path))
-        head = self._read(4)
-        zero, code, ndim = struct.unpack(">HBB", head) if len(head) == 4 else (1, 0, 0)
-        if zero != 0 or code not in IDX_DTYPES or ndim == 0:
-            magic = int.from_bytes(head, "big")
-            raise ValueError(f"{path}: not an IDX file: magic 0x{magic:08x}")
-        dims_bytes = self._read(4 * ndim)
-        if len(dims_bytes) < 4 * ndim:
-            raise ValueError(f"{path}: truncated IDX header")
-        self.dims = struct.unpack(f">{ndim}I", dims_bytes)
-        self.dtype = IDX_DTYPES[code]
+        self.dims, dtype, _, _ = read_idx_header(self._read, path)
+        self.dtype = dtype
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.dims[1:], dtype=np.int64))
 
     def _read(self, n_bytes):

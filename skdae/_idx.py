@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["IDX_DTYPES", "open_decompressed", "parse_idx", "sniff_idx"]
+__all__ = ["IDX_DTYPES", "open_decompressed", "parse_idx", "read_idx_header", "sniff_idx"]
 
 # IDX type code (third magic byte) -> element type; the format is big-endian throughout.
 IDX_DTYPES = {
@@ -51,9 +51,37 @@ def _read_upto(stream, n_bytes):
     return buf
 
 
-def _parse_idx_stream(stream, name):
-    """Parse an IDX byte stream; return ``(array, magic, sha256 hexdigest)``."""
-    header = bytes(_read_upto(stream, 4))
+def read_idx_header(read, name):
+    """Read and check an IDX header from a stream; return ``(dims, dtype, header, magic)``.
+
+    ``read(n)`` returns at most ``n`` bytes (fewer only at the end of the data). Shared
+    by :func:`parse_idx` and the command line's streaming reader, so that both refuse a
+    bad header with the same messages.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(n_bytes) -> bytes``.
+    name : str
+        The file's name, for messages.
+
+    Returns
+    -------
+    dims : tuple of int
+        The declared shape.
+    dtype : numpy.dtype
+        The declared element type (big-endian, as stored).
+    header : bytes
+        The header's bytes (magic and sizes).
+    magic : int
+        The magic number.
+
+    Raises
+    ------
+    ValueError
+        If the header is truncated, not IDX, or declares no dimensions.
+    """
+    header = bytes(read(4))
     if len(header) < 4:
         raise ValueError(
             f"{name}: truncated IDX file: {len(header)} byte(s), less than the 4-byte magic"
@@ -67,15 +95,19 @@ def _parse_idx_stream(stream, name):
         )
     if ndim == 0:
         raise ValueError(f"{name}: IDX header declares 0 dimensions")
-    dims_bytes = bytes(_read_upto(stream, 4 * ndim))
+    dims_bytes = bytes(read(4 * ndim))
     if len(dims_bytes) < 4 * ndim:
         raise ValueError(
             f"{name}: truncated IDX header: {ndim} dimension sizes declared, only "
             f"{len(dims_bytes) // 4} present"
         )
-    header += dims_bytes
     dims = struct.unpack(f">{ndim}I", dims_bytes)
-    dtype = IDX_DTYPES[type_code]
+    return dims, IDX_DTYPES[type_code], header + dims_bytes, magic
+
+
+def _parse_idx_stream(stream, name):
+    """Parse an IDX byte stream; return ``(array, magic, sha256 hexdigest)``."""
+    dims, dtype, header, magic = read_idx_header(lambda n: _read_upto(stream, n), name)
     # Python ints: the product of several uint32 sizes would overflow int64.
     expected = dtype.itemsize * math.prod(dims)
     payload = _read_upto(stream, expected)

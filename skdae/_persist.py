@@ -47,8 +47,6 @@ from ._persist_format import (
     SCALAR_KINDS,
     InvalidModelFileError,
 )
-# migrate_state: _rbm.py's __setstate__ imports it from here.
-from ._persist_migrate import migrate_state  # noqa: F401
 from ._persist_read import load
 
 __all__ = ["ALLOWED_CLASSES", "InvalidModelFileError", "load", "save"]

@@ -461,7 +461,7 @@ class RBM(VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return self._visible_input(X)
 
     def __setstate__(self, state):
-        from ._persist import migrate_state
+        from ._persist_migrate import migrate_state
 
         super().__setstate__(migrate_state(type(self), state))
 
