@@ -80,7 +80,8 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
                 dest = buf_a[: rows * n_out].reshape((rows, n_out))
             else:
                 dest = buf_b[: rows * n_out].reshape((rows, n_out))
-            dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest, dense_block)
+            dense_forward(as_readonly(inp), W, unliteral(False), c,
+                          act_kind[layer] == ACT_SIGMOID, dest, dense_block)
             inp = dest
 
 
@@ -189,48 +190,28 @@ def _output_block(args, blocks, blk):
     return 0
 
 
-@njit(internal=True)
-def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, momentum, beta1, beta2, eps):
-    """Bias gradient (column sums of ``delta``) and its optimiser step, per column block.
-
-    Serial: a few microseconds of work per layer, about what starting the threads costs,
-    while a parallel loop costs a second of compile. Same blocks, same sums.
-    """
-    b, m = delta.shape
-    blocks = n_blocks(m)
-    for blk in range(blocks):
-        j0, j1 = block_bounds(m, blocks, blk)
-        if j1 > j0:
-            g = grads[b_start + j0 : b_start + j1]
-            for j in range(j1 - j0):
-                g[j] = 0.0
-            for i in range(b):
-                d = delta[i, j0:j1]
-                for j in range(j1 - j0):
-                    g[j] += d[j]
-            _update_range(params, grads, state_a, state_b, b_start + j0, b_start + j1, solver, lr,
-                          momentum, beta1, beta2, eps)
-
-
 @njit(inline="always")
-def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha,
-                 params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps, block):
+def _weight_step(layer_in, delta, W, gW, w_start, b_start, new_delta, propagate, sigmoid_below,
+                 alpha, params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps,
+                 block):
     """Per block of input units ``[i0, i1)``: weight gradient rows, delta columns for the
-    layer below (from the old weights), then the optimiser step on those rows. ``block``
-    is :func:`_weight_block` (see :func:`layer_pointers`)."""
+    layer below (from the old weights), then the optimiser step on those rows; block 0
+    also the bias gradient (column sums of ``delta``) and its step. ``block`` is
+    :func:`_weight_block` (see :func:`layer_pointers`)."""
     # The block's argument types, fixed (see layer_pointers).
     for_each_block(block, (as_readonly(layer_in), as_readonly(delta), as_readonly(W), gW,
-                           unliteral(w_start), new_delta, unliteral(propagate),
-                           unliteral(sigmoid_below), alpha, params, grads, state_a, state_b,
-                           unliteral(solver), lr, momentum, beta1, beta2, eps))
+                           unliteral(w_start), unliteral(b_start), new_delta,
+                           unliteral(propagate), unliteral(sigmoid_below), alpha, params, grads,
+                           state_a, state_b, unliteral(solver), lr, momentum, beta1, beta2, eps))
 
 
 @njit
 def _weight_block(args, blocks, blk):
     """Input block ``blk`` of ``blocks`` of :func:`_weight_step` (``blk`` -1: the check,
     see :func:`~skdae._kernels._dense.for_each_block`)."""
-    (layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha, params,
-     grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps) = unpack_args(args)
+    (layer_in, delta, W, gW, w_start, b_start, new_delta, propagate, sigmoid_below, alpha,
+     params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2,
+     eps) = unpack_args(args)
     b, n_in = layer_in.shape
     n_out = delta.shape[1]
     if blk < 0:
@@ -245,7 +226,8 @@ def _weight_block(args, blocks, blk):
             return -(GEMM_PROBLEM + found)
         n_params = params.shape[0]
         if (W.shape[0] != n_in or W.shape[1] != n_out or w_start < 0
-                or w_start + n_in * n_out > n_params or grads.shape[0] != n_params
+                or w_start + n_in * n_out > n_params or b_start < 0
+                or b_start + n_out > n_params or grads.shape[0] != n_params
                 or (solver != SOLVER_NONE and state_a.shape[0] != n_params)
                 or (solver == SOLVER_ADAM and state_b.shape[0] != n_params)):
             return -LAYER_MISMATCH
@@ -270,8 +252,25 @@ def _weight_block(args, blocks, blk):
                     d_seg = new_delta[r, i0:i1]
                     for i in range(i1 - i0):
                         d_seg[i] *= a_seg[i] * (one - a_seg[i])
-        _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
-                      solver, lr, momentum, beta1, beta2, eps)
+    # The optimiser step on the block's weight rows, and in block 0 on the biases: a few
+    # microseconds of work, here rather than in a kernel of its own (a third of a second
+    # of a cold start). One call site for both ranges: _update_range is inlined.
+    for part in range(2 if blk == 0 else 1):
+        if part == 0:
+            start = w_start + i0 * n_out
+            stop = w_start + i1 * n_out
+        else:
+            start = b_start
+            stop = b_start + n_out
+            g = grads[start:stop]
+            for j in range(n_out):
+                g[j] = 0.0
+            for i in range(b):
+                d = delta[i]
+                for j in range(n_out):
+                    g[j] += d[j]
+        _update_range(params, grads, state_a, state_b, start, stop, solver, lr, momentum,
+                      beta1, beta2, eps)
     return 0
 
 
@@ -292,8 +291,8 @@ def layer_pointers(dtype):
         dense_pointer(dtype),
         KernelPointer(_output_block, block_signature(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2,
                                                      cols, flag)),
-        KernelPointer(_weight_block, block_signature(ro2, ro2, ro2, a2, i8, a2, flag, flag, f,
-                                                     a1, a1, a1, a1, i8, f, f, f, f, f)),
+        KernelPointer(_weight_block, block_signature(ro2, ro2, ro2, a2, i8, i8, a2, flag, flag,
+                                                     f, a1, a1, a1, a1, i8, f, f, f, f, f)),
     )
 
 
@@ -321,8 +320,8 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     to the code's delta (:func:`code_rate_gradient`, which also sums the codes into
     ``stats``); the returned loss includes that term.
 
-    ``lin`` (``(n_codes, n_features)``, orthonormal rows, or no rows) is a fixed linear
-    path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
+    ``lin`` (``(n_codes, n_features)``, orthonormal rows; None or no rows without one)
+    is a fixed linear path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
     gains ``Xb @ lin.T`` and the output's pre-activation gains ``code @ lin``, so with
     the code and output layers' weights at zero the network is PCA with components
     ``lin``. ``lin`` is not trained; its decoder term adds ``delta_out @ lin.T`` to the
@@ -347,19 +346,27 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     eps = dtype(epsilon)
     alpha_ = dtype(alpha)
 
-    n_lin = lin.shape[0]
+    # Every use of ``lin`` sits under ``lin is not None``: a kernel called with None is
+    # compiled without the linear path's code (see finetune_epoch).
     lin_layer = n_layers // 2 - 1
-    if n_lin > 0 and (n_lin != shapes[lin_layer, 1] or lin.shape[1] != n_features):
-        raise ValueError("the linear path does not match the code layer and the features")
+    n_lin = 0
+    if lin is not None:
+        n_lin = lin.shape[0]
+        if n_lin > 0 and (n_lin != shapes[lin_layer, 1] or lin.shape[1] != n_features):
+            raise ValueError("the linear path does not match the code layer and the features")
     inp = Xb
     for layer in range(n_layers - 1):
         W, c = layer_views(params, shapes, w_off, b_off, layer)
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
-        dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest, dense_block)
-        if n_lin > 0 and layer == lin_layer:
-            gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features, 1.0,
-                 dest, n_lin)
+        # The argument types of every dense_forward call (the encoding of the data between
+        # RBMs, skdae._stream.bernoulli_hidden_means, too): one compiled kernel for all.
+        dense_forward(as_readonly(inp), W, unliteral(False), c, act_kind[layer] == ACT_SIGMOID,
+                      dest, dense_block)
+        if lin is not None:
+            if n_lin > 0 and layer == lin_layer:
+                gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features,
+                     1.0, dest, n_lin)
         if quantizer is not None:
             if layer == code_layer:
                 quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2], quantizer[3])
@@ -370,19 +377,21 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     Z = acts[act_off[last] : act_off[last] + b * n_features].reshape((b, n_features))
     delta = delta_a[: b * n_features].reshape((b, n_features))
     loss_cols = np.empty(n_features, np.float64)
-    if n_lin > 0:
-        code = acts[act_off[lin_layer] : act_off[lin_layer] + b * n_lin].reshape((b, n_lin))
-        gemm(False, False, b, n_features, n_lin, 1.0, code, n_lin, lin, n_features, 0.0, Z,
-             n_features)
+    if lin is not None:
+        if n_lin > 0:
+            code = acts[act_off[lin_layer] : act_off[lin_layer] + b * n_lin].reshape((b, n_lin))
+            gemm(False, False, b, n_features, n_lin, 1.0, code, n_lin, lin, n_features, 0.0, Z,
+                 n_features)
     _output_layer(inp, W, c, Xb, act_kind[last] == ACT_SIGMOID, loss_kind == LOSS_CROSS_ENTROPY,
                   inv_b, Z, delta, loss_cols, n_lin > 0, output_block)
     loss = 0.0
     for j in range(n_features):
         loss += loss_cols[j]
-    lin_delta = np.empty((b, n_lin), params.dtype)
-    if n_lin > 0:
-        gemm(False, True, b, n_lin, n_features, 1.0, delta, n_features, lin, n_features, 0.0,
-             lin_delta, n_lin)
+    if lin is not None:
+        lin_delta = np.empty((b, n_lin), params.dtype)
+        if n_lin > 0:
+            gemm(False, True, b, n_lin, n_features, 1.0, delta, n_features, lin, n_features,
+                 0.0, lin_delta, n_lin)
 
     for layer in range(last, -1, -1):
         n_in = shapes[layer, 0]
@@ -394,17 +403,17 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         gW, _ = layer_views(grads, shapes, w_off, b_off, layer)
         buf = delta_b if (last - layer) % 2 == 0 else delta_a
         new_delta = buf[: b * n_in].reshape((b, n_in))
-        _bias_step(delta, params, grads, state_a, state_b, b_off[layer], solver, lr, mom, b1, b2, eps)
-        _weight_step(layer_in, delta, W, gW, w_off[layer], new_delta, layer > 0,
+        _weight_step(layer_in, delta, W, gW, w_off[layer], b_off[layer], new_delta, layer > 0,
                      layer > 0 and act_kind[layer - 1] == ACT_SIGMOID, alpha_, params, grads,
                      state_a, state_b, solver, lr, mom, b1, b2, eps, weight_block)
-        if n_lin > 0 and layer == lin_layer + 1:
-            # The code's delta from the linear path's decoder term (the code is linear).
-            for r in range(b):
-                d_row = new_delta[r]
-                l_row = lin_delta[r]
-                for j in range(n_lin):
-                    d_row[j] += l_row[j]
+        if lin is not None:
+            if n_lin > 0 and layer == lin_layer + 1:
+                # The code's delta from the linear path's decoder term (the code is linear).
+                for r in range(b):
+                    d_row = new_delta[r]
+                    l_row = lin_delta[r]
+                    for j in range(n_lin):
+                        d_row[j] += l_row[j]
         if quantizer is not None:
             rate_weight = quantizer[5]
             if layer == code_layer + 1 and rate_weight > 0.0:
@@ -425,7 +434,7 @@ def batch_loss_grad(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind
                     delta_a, delta_b, lin, dense_block, output_block, weight_block):
     """Loss of one batch and the gradient of its mean into ``grads`` (no update).
 
-    ``lin``: the linear path (see :func:`batch_step`), or an array with no rows.
+    ``lin``: the linear path (see :func:`batch_step`), or None.
     ``dense_block``, ``output_block`` and ``weight_block`` are :func:`layer_pointers` of
     the dtype.
 
@@ -502,8 +511,9 @@ def finetune_epoch(
     ``solver`` 0 is SGD with momentum (``state_a`` the velocity), 1 is Adam (``state_a``,
     ``state_b`` the moment estimates). ``step`` is the number of updates made so far.
     ``Xb`` is a ``(batch_size, n_features)`` gather buffer. ``lin`` is the linear path
-    (see :func:`batch_step`), or an array with no rows. ``dense_block``, ``output_block``
-    and ``weight_block`` are :func:`layer_pointers` of the dtype.
+    (see :func:`batch_step`), or None: the kernel is then compiled without the linear
+    path's code (three checked GEMM calls, a tenth of its compile). ``dense_block``,
+    ``output_block`` and ``weight_block`` are :func:`layer_pointers` of the dtype.
 
     Returns
     -------
