@@ -25,6 +25,7 @@ from skdae._kernels import _blas
 from skdae._kernels import _dense
 from skdae._kernels import _jit
 from skdae._kernels import _math
+from skdae._kernels import _quantized as qk
 from skdae._kernels import _rbm as rk
 from skdae._kernels._random import derive_key as _derive_key
 from skdae._kernels._random import standard_normal, uniform
@@ -1371,7 +1372,7 @@ def call_code_rate_gradient(v, lo, step, n_levels, density, weight, sigmoid_code
                             dtype=np.float64):
     delta = np.zeros(v.shape, dtype)
     stats = np.zeros((2, v.shape[1]))
-    bits = bp.code_rate_gradient(v.astype(dtype), lo.astype(dtype), step.astype(dtype),
+    bits = qk.code_rate_gradient(v.astype(dtype), lo.astype(dtype), step.astype(dtype),
                                  n_levels, density, weight, sigmoid_code, delta, stats)
     return bits, delta, stats
 
@@ -1466,7 +1467,7 @@ def run_quantized_gradient(X, net, loss_kind, code_layer, q, noise, weight, stat
     width = int(max(net["shapes"].max(), X.shape[1]))
     grads = np.full_like(params, np.nan)
     empty = np.zeros_like(params)
-    loss, _ = bp.finetune_epoch_quantized(
+    loss, _ = qk.finetune_epoch_quantized(
         np.ascontiguousarray(X), np.arange(n, dtype=np.int64), params, grads, empty, empty, 0,
         bp.SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, n, net["shapes"], net["w_off"],
         net["b_off"], net["act_kind"], loss_kind, np.empty_like(X),
