@@ -127,7 +127,8 @@ def main(argv=None):
                                 ("after_s", "after, median s", ".3f"),
                                 ("ratio", "median of after / before", ".3f")]))
     path = write_json(args.output, {
-        "command": "python benchmarks/warm_ab.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/warm_ab.py "
+                   + " ".join(argv if argv is not None else sys.argv[1:]),
         "before": {"revision": args.before, "commit": commit},
         "after": "the checked-out tree", "n_samples": args.n_samples, "repeats": args.repeats,
         "times_s": times, "epochs": rows, "load_before": load_before,

@@ -36,11 +36,6 @@ from ._dense import (
     n_blocks,
 )
 from ._jit import KernelPointer, as_readonly, block_signature, block_types, njit, unliteral, unpack_args
-
-# The codec's quantizer and rate term, which batch_step applies to the code layer. A
-# module, not names: _quantized's epoch kernel calls batch_step in turn, and each module
-# is complete by the time a kernel compiles (Numba resolves module attributes then).
-from . import _quantized
 from ._math import sigmoid, softplus
 
 from ._codes import (  # noqa: F401
@@ -52,6 +47,11 @@ from ._codes import (  # noqa: F401
     SOLVER_NONE,
     SOLVER_SGD,
 )
+
+# The codec's quantizer and rate term, which batch_step applies to the code layer. A
+# module, not names: _quantized's epoch kernel calls batch_step in turn, and each module
+# is complete by the time a kernel compiles (Numba resolves module attributes then).
+from . import _quantized
 
 
 @njit(inline="always")
@@ -263,7 +263,7 @@ def _weight_block(args, blocks, blk):
         # The bias gradient (column sums of delta) and its step: a few microseconds of
         # work, here rather than in a kernel of its own (a third of a second of a cold
         # start). A call site of its own: one site for both ranges, in a loop, made
-        # Adam's weight step 4 % slower.
+        # Adam's warm epoch 4 % slower.
         g = grads[b_start : b_start + n_out]
         for j in range(n_out):
             g[j] = 0.0
@@ -315,16 +315,18 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     With ``quantizer`` given (``(lo, step, n_levels, noise, density, rate_weight,
     stats)``, one tuple: a call with more than 30 arguments compiles to one with
     ``*args``, which Numba cannot inline), the activations of layer ``code_layer`` go
-    through :func:`~skdae._kernels._quantized.quantize_code_layer` before the decoder sees them (quantization-aware
-    fine-tuning); the backward pass treats that step as the identity (straight through).
-    With ``rate_weight`` above 0, the objective gains ``rate_weight`` times the bits of
-    the quantized codes under the per-unit densities ``density``, whose gradient is added
-    to the code's delta (:func:`~skdae._kernels._quantized.code_rate_gradient`, which also sums the codes into
-    ``stats``); the returned loss includes that term.
+    through :func:`~skdae._kernels._quantized.quantize_code_layer` before the decoder
+    sees them (quantization-aware fine-tuning); the backward pass treats that step as the
+    identity (straight through). With ``rate_weight`` above 0, the objective gains
+    ``rate_weight`` times the bits of the quantized codes under the per-unit densities
+    ``density``, whose gradient is added to the code's delta
+    (:func:`~skdae._kernels._quantized.code_rate_gradient`, which also sums the codes
+    into ``stats``); the returned loss includes that term.
 
     ``lin`` (``(n_codes, n_features)``, orthonormal rows; None or no rows without one)
-    is a fixed linear path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
-    gains ``Xb @ lin.T`` and the output's pre-activation gains ``code @ lin``, so with
+    is a fixed linear path around the non-linear layers: the code (layer
+    ``n_layers // 2 - 1``, linear) gains ``Xb @ lin.T`` and the output's pre-activation
+    gains ``code @ lin``, so with
     the code and output layers' weights at zero the network is PCA with components
     ``lin``. ``lin`` is not trained; its decoder term adds ``delta_out @ lin.T`` to the
     code's delta.
