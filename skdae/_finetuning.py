@@ -160,6 +160,7 @@ class FineTuner:
     def _epoch(self, data, key=None):
         """One epoch of the kernel over every chunk; returns the mean per-sample loss."""
         from ._kernels import _backprop as kernels
+        from ._kernels import _quantized as quantized
 
         est, layout = self.estimator, self.layout
         key = key or (est._seed, FINETUNE_STREAM, est.n_iter_)
@@ -187,7 +188,7 @@ class FineTuner:
                 if self.code_quantizer is not None:
                     if isinstance(chunk, CsrBlock):
                         raise TypeError("quantization-aware fine-tuning needs dense data")
-                    loss, t = kernels.finetune_epoch_quantized(
+                    loss, t = quantized.finetune_epoch_quantized(
                         chunk, order, *rest, est.t_, *hyper,
                         *self.code_quantizer.kernel_arguments(len(order)), *layers)
                 elif isinstance(chunk, CsrBlock):
@@ -297,7 +298,7 @@ class CodeQuantizer:
     Notes
     -----
     The rate term's densities (a logistic per unit, see
-    :func:`skdae._kernels._backprop.code_rate_gradient`) are re-estimated before every
+    :func:`skdae._kernels._quantized.code_rate_gradient`) are re-estimated before every
     epoch from the moments of the quantized codes the kernel saw in the epoch before (the
     first epoch from ``codes``): location the mean, scale ``std * sqrt(3) / pi``. For codes
     that do not move, that is the logistic's moment fit, close to the one that codes

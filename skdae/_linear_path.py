@@ -92,7 +92,8 @@ class LinearPathMixin:
             self.intercepts_[layer][...] = 0
 
     def _linear_path_kernel_argument(self):
-        """``components_``, or an array with no rows: the kernels' ``lin``."""
+        """``components_``, or None: the kernels' ``lin`` (with None they are compiled
+        without the linear path's code)."""
         if self.linear_path_:
             return self.components_
-        return np.empty((0, self.n_features_in_), self._dtype)
+        return None

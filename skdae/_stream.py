@@ -378,13 +378,10 @@ class EncodedRows(Rows):
     PIECE_ROWS = 1024
 
     def encode(self, chunk):
-        from ._kernels import _rbm as kernels
-
         n_rows = chunk.n_rows if isinstance(chunk, CsrBlock) else chunk.shape[0]
         out = np.empty((n_rows, self.W.shape[0]), self.dtype)
         for r0, r1, dense in dense_pieces(chunk, self.PIECE_ROWS):
-            kernels.hidden_means(dense, self.W, self.b_hid, 0, out[r0:r1],
-                                 kernels.hidden_pointer(self.dtype))
+            bernoulli_hidden_means(dense, self.W, self.b_hid, out[r0:r1])
         out.flags.writeable = False
         return out
 
@@ -401,13 +398,28 @@ def encode_through(rows, layers, buffers):
     """Hidden means of ``rows`` through the frozen Bernoulli ``layers`` (``(W, b_hid)``
     pairs) in turn, each layer's written into the first ``len(rows)`` rows of its buffer
     in ``buffers``; returns the last layer's."""
-    from ._kernels import _rbm as kernels
-
     n = rows.shape[0]
     for (W, b_hid), buffer in zip(layers, buffers):
-        kernels.hidden_means(rows, W, b_hid, 0, buffer[:n], kernels.hidden_pointer(W.dtype))
+        bernoulli_hidden_means(rows, W, b_hid, buffer[:n])
         rows = buffer[:n]
     return rows
+
+
+def bernoulli_hidden_means(rows, W, b_hid, out):
+    """``out = sigmoid(rows W^T + b_hid)``: the Bernoulli hidden means of ``rows`` under
+    ``(W, b_hid)`` (``W`` of shape ``(n_hidden, n_visible)``).
+
+    Through :func:`~skdae._kernels._dense.dense_forward` with the argument types of the
+    fine-tuning kernels' forward pass (read-only input, writable C-contiguous rest), so
+    one compiled kernel serves both: a fit compiles no separate encoding kernel.
+    """
+    from ._kernels import _dense
+
+    rows = np.ascontiguousarray(rows)
+    if rows.flags.writeable:
+        rows = rows.view()
+        rows.flags.writeable = False
+    _dense.dense_forward(rows, W, True, b_hid, True, out, _dense.dense_pointer(W.dtype))
 
 
 class GatheredRows(Rows):

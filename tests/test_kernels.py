@@ -8,6 +8,7 @@ hyper-parameters; arrays come from a drawn integer seed (much faster than drawin
 element, and shrinks just as well).
 """
 
+import gc
 import itertools
 
 import numba
@@ -24,6 +25,7 @@ from skdae._kernels import _blas
 from skdae._kernels import _dense
 from skdae._kernels import _jit
 from skdae._kernels import _math
+from skdae._kernels import _quantized as qk
 from skdae._kernels import _rbm as rk
 from skdae._kernels._random import derive_key as _derive_key
 from skdae._kernels._random import standard_normal, uniform
@@ -399,6 +401,71 @@ def test_for_each_block_refuses_arguments_of_other_types_when_compiling():
     the block function's signature is a compile-time error, never a misread."""
     with pytest.raises(numba.core.errors.TypingError, match="do not match"):
         _run_recording(_RECORDING, np.zeros(2, np.int32), np.zeros(5, np.int64), 0)
+
+
+# ------------------------------------------------------------------- compile settings
+
+
+class _ThresholdRecorder(numba.core.event.Listener):
+    """Records the garbage-collection threshold when each Numba compile starts (registered
+    after skdae's own listener, so it sees the threshold that compile runs under)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_start(self, ev):
+        self.seen.append((ev.data["dispatcher"].py_func.__module__, gc.get_threshold()[0]))
+
+    def on_end(self, ev):
+        pass
+
+
+def _compiles_recorded(fn):
+    recorder = _ThresholdRecorder()
+    numba.core.event.register("numba:compile", recorder)
+    try:
+        fn()
+    finally:
+        numba.core.event.unregister("numba:compile", recorder)
+    return recorder.seen
+
+
+def test_gc_threshold_is_raised_only_while_a_skdae_kernel_compiles():
+    before = gc.get_threshold()
+    rows = np.arange(12.0).reshape(4, 3)
+    out = np.empty((2, 3))
+    # A new dispatcher of a skdae kernel compiles afresh (cache off).
+    kernel = numba.njit(cache=False)(_dense.gather_rows.py_func)
+    seen = _compiles_recorded(lambda: kernel(rows, np.array([3, 1]), 0, out))
+    assert seen[0] == ("skdae._kernels._dense", max(before[0], _jit.COMPILE_GC_THRESHOLD))
+    assert gc.get_threshold() == before
+    assert_array_equal(out, rows[[3, 1]])
+    # Someone else's Numba function compiles under the process's own threshold.
+    other = numba.njit(cache=False)(lambda x: x + 1)
+    seen = _compiles_recorded(lambda: other(1))
+    assert seen == [(__name__, before[0])]
+    assert gc.get_threshold() == before
+
+
+def test_gc_threshold_is_restored_when_a_compile_fails():
+    before = gc.get_threshold()
+    kernel = numba.njit(cache=False)(_dense.gather_rows.py_func)
+    with pytest.raises(numba.core.errors.TypingError):
+        kernel("not an array", np.array([0]), 0, np.empty((1, 1)))
+    assert gc.get_threshold() == before
+
+
+def test_gc_threshold_above_the_compile_threshold_is_kept():
+    before = gc.get_threshold()
+    gc.set_threshold(4 * _jit.COMPILE_GC_THRESHOLD, *before[1:])
+    try:
+        kernel = numba.njit(cache=False)(_dense.gather_rows.py_func)
+        seen = _compiles_recorded(
+            lambda: kernel(np.ones((2, 2)), np.array([1]), 0, np.empty((1, 2))))
+        assert seen[0][1] == 4 * _jit.COMPILE_GC_THRESHOLD
+        assert gc.get_threshold()[0] == 4 * _jit.COMPILE_GC_THRESHOLD
+    finally:
+        gc.set_threshold(*before)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -912,11 +979,18 @@ def numpy_loss(X, net, loss_kind, params=None, lin=None):
     return ((out - X) ** 2).sum()
 
 
-def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None, lin=None):
+def call_batch_loss_grad(Xb, net, loss_kind, alpha, params=None, lin=None, no_lin=None):
+    """The kernel's loss and gradient; without ``lin``, the kernel gets ``no_lin`` (an
+    array with no rows unless given: None compiles it without the linear path)."""
     params = net["params"] if params is None else params
     b = Xb.shape[0]
     dtype = params.dtype
-    lin = np.empty((0, Xb.shape[1]), dtype) if lin is None else np.ascontiguousarray(lin, dtype)
+    if lin is not None:
+        lin = np.ascontiguousarray(lin, dtype)
+    elif no_lin is not None:
+        lin = None if no_lin == "none" else np.empty((0, Xb.shape[1]), dtype)
+    else:
+        lin = np.empty((0, Xb.shape[1]), dtype)
     widths = net["shapes"][:, 1]
     act_off = np.concatenate([[0], np.cumsum(b * widths)[:-1]]).astype(np.int64)
     acts = np.empty(int(b * widths.sum()), dtype)
@@ -1007,6 +1081,42 @@ def test_linear_path_with_zero_layers_is_pca_reconstruction():
     lin = np.linalg.qr(rng.randn(6, 2))[0].T
     loss, _ = call_batch_loss_grad(X, net, bp.LOSS_SQUARED_ERROR, 0.0, lin=lin)
     assert_allclose(loss, ((X @ lin.T @ lin - X) ** 2).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_loss_grad_without_linear_path_is_the_same_for_none_and_no_rows(dtype):
+    """None, the estimators' argument without a linear path, compiles the kernel without
+    its code; an array with no rows runs it and skips every term: the same results."""
+    rng = np.random.RandomState(5)
+    net = network([5, 4, 3, 4, 5], [bp.ACT_SIGMOID, bp.ACT_LINEAR, bp.ACT_SIGMOID,
+                                    bp.ACT_SIGMOID], rng, dtype)
+    X = rng.rand(6, 5)
+    loss_none, grads_none = call_batch_loss_grad(X, net, bp.LOSS_CROSS_ENTROPY, 0.1,
+                                                 no_lin="none")
+    loss_rows, grads_rows = call_batch_loss_grad(X, net, bp.LOSS_CROSS_ENTROPY, 0.1,
+                                                 no_lin="rows")
+    assert loss_none == loss_rows
+    assert_array_equal(grads_none, grads_rows)
+    assert_allclose(loss_none, numpy_loss(X, net, bp.LOSS_CROSS_ENTROPY), **tol(dtype))
+
+
+def test_encoding_between_rbms_matches_numpy_and_shares_the_forward_kernel():
+    """The data between RBMs is encoded by dense_forward with the argument types of the
+    fine-tuning kernels' forward pass: one compiled kernel serves both."""
+    from skdae._stream import bernoulli_hidden_means
+
+    rng = np.random.RandomState(6)
+    V = rng.rand(7, 5).astype(np.float32)
+    W = rng.randn(3, 5).astype(np.float32)
+    b_hid = rng.randn(3).astype(np.float32)
+    out = np.empty((7, 3), np.float32)
+    bernoulli_hidden_means(V, W, b_hid, out)
+    assert_allclose(out, sigmoid(V.astype(np.float64) @ W.T.astype(np.float64) + b_hid),
+                    rtol=RTOL32, atol=ATOL32)
+    compiled = set(_dense.dense_forward.signatures)
+    net = network([5, 3, 5], [bp.ACT_SIGMOID, bp.ACT_SIGMOID], rng, np.float32)
+    call_batch_loss_grad(V, net, bp.LOSS_CROSS_ENTROPY, 0.0, no_lin="none")
+    assert set(_dense.dense_forward.signatures) == compiled
 
 
 def test_linear_path_of_the_wrong_shape_is_refused():
@@ -1262,7 +1372,7 @@ def call_code_rate_gradient(v, lo, step, n_levels, density, weight, sigmoid_code
                             dtype=np.float64):
     delta = np.zeros(v.shape, dtype)
     stats = np.zeros((2, v.shape[1]))
-    bits = bp.code_rate_gradient(v.astype(dtype), lo.astype(dtype), step.astype(dtype),
+    bits = qk.code_rate_gradient(v.astype(dtype), lo.astype(dtype), step.astype(dtype),
                                  n_levels, density, weight, sigmoid_code, delta, stats)
     return bits, delta, stats
 
@@ -1357,7 +1467,7 @@ def run_quantized_gradient(X, net, loss_kind, code_layer, q, noise, weight, stat
     width = int(max(net["shapes"].max(), X.shape[1]))
     grads = np.full_like(params, np.nan)
     empty = np.zeros_like(params)
-    loss, _ = bp.finetune_epoch_quantized(
+    loss, _ = qk.finetune_epoch_quantized(
         np.ascontiguousarray(X), np.arange(n, dtype=np.int64), params, grads, empty, empty, 0,
         bp.SOLVER_NONE, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, n, net["shapes"], net["w_off"],
         net["b_off"], net["act_kind"], loss_kind, np.empty_like(X),

@@ -48,6 +48,11 @@ from ._codes import (  # noqa: F401
     SOLVER_SGD,
 )
 
+# The codec's quantizer and rate term, which batch_step applies to the code layer. A
+# module, not names: _quantized's epoch kernel calls batch_step in turn, and each module
+# is complete by the time a kernel compiles (Numba resolves module attributes then).
+from . import _quantized
+
 
 @njit(inline="always")
 def layer_views(params, shapes, w_off, b_off, layer):
@@ -80,7 +85,8 @@ def forward_layers(X, params, shapes, w_off, b_off, act_kind, first, stop, out, 
                 dest = buf_a[: rows * n_out].reshape((rows, n_out))
             else:
                 dest = buf_b[: rows * n_out].reshape((rows, n_out))
-            dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest, dense_block)
+            dense_forward(as_readonly(inp), W, unliteral(False), c,
+                          act_kind[layer] == ACT_SIGMOID, dest, dense_block)
             inp = dest
 
 
@@ -189,48 +195,28 @@ def _output_block(args, blocks, blk):
     return 0
 
 
-@njit(internal=True)
-def _bias_step(delta, params, grads, state_a, state_b, b_start, solver, lr, momentum, beta1, beta2, eps):
-    """Bias gradient (column sums of ``delta``) and its optimiser step, per column block.
-
-    Serial: a few microseconds of work per layer, about what starting the threads costs,
-    while a parallel loop costs a second of compile. Same blocks, same sums.
-    """
-    b, m = delta.shape
-    blocks = n_blocks(m)
-    for blk in range(blocks):
-        j0, j1 = block_bounds(m, blocks, blk)
-        if j1 > j0:
-            g = grads[b_start + j0 : b_start + j1]
-            for j in range(j1 - j0):
-                g[j] = 0.0
-            for i in range(b):
-                d = delta[i, j0:j1]
-                for j in range(j1 - j0):
-                    g[j] += d[j]
-            _update_range(params, grads, state_a, state_b, b_start + j0, b_start + j1, solver, lr,
-                          momentum, beta1, beta2, eps)
-
-
 @njit(inline="always")
-def _weight_step(layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha,
-                 params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps, block):
+def _weight_step(layer_in, delta, W, gW, w_start, b_start, new_delta, propagate, sigmoid_below,
+                 alpha, params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps,
+                 block):
     """Per block of input units ``[i0, i1)``: weight gradient rows, delta columns for the
-    layer below (from the old weights), then the optimiser step on those rows. ``block``
-    is :func:`_weight_block` (see :func:`layer_pointers`)."""
+    layer below (from the old weights), then the optimiser step on those rows; block 0
+    also the bias gradient (column sums of ``delta``) and its step. ``block`` is
+    :func:`_weight_block` (see :func:`layer_pointers`)."""
     # The block's argument types, fixed (see layer_pointers).
     for_each_block(block, (as_readonly(layer_in), as_readonly(delta), as_readonly(W), gW,
-                           unliteral(w_start), new_delta, unliteral(propagate),
-                           unliteral(sigmoid_below), alpha, params, grads, state_a, state_b,
-                           unliteral(solver), lr, momentum, beta1, beta2, eps))
+                           unliteral(w_start), unliteral(b_start), new_delta,
+                           unliteral(propagate), unliteral(sigmoid_below), alpha, params, grads,
+                           state_a, state_b, unliteral(solver), lr, momentum, beta1, beta2, eps))
 
 
 @njit
 def _weight_block(args, blocks, blk):
     """Input block ``blk`` of ``blocks`` of :func:`_weight_step` (``blk`` -1: the check,
     see :func:`~skdae._kernels._dense.for_each_block`)."""
-    (layer_in, delta, W, gW, w_start, new_delta, propagate, sigmoid_below, alpha, params,
-     grads, state_a, state_b, solver, lr, momentum, beta1, beta2, eps) = unpack_args(args)
+    (layer_in, delta, W, gW, w_start, b_start, new_delta, propagate, sigmoid_below, alpha,
+     params, grads, state_a, state_b, solver, lr, momentum, beta1, beta2,
+     eps) = unpack_args(args)
     b, n_in = layer_in.shape
     n_out = delta.shape[1]
     if blk < 0:
@@ -245,7 +231,8 @@ def _weight_block(args, blocks, blk):
             return -(GEMM_PROBLEM + found)
         n_params = params.shape[0]
         if (W.shape[0] != n_in or W.shape[1] != n_out or w_start < 0
-                or w_start + n_in * n_out > n_params or grads.shape[0] != n_params
+                or w_start + n_in * n_out > n_params or b_start < 0
+                or b_start + n_out > n_params or grads.shape[0] != n_params
                 or (solver != SOLVER_NONE and state_a.shape[0] != n_params)
                 or (solver == SOLVER_ADAM and state_b.shape[0] != n_params)):
             return -LAYER_MISMATCH
@@ -272,6 +259,20 @@ def _weight_block(args, blocks, blk):
                         d_seg[i] *= a_seg[i] * (one - a_seg[i])
         _update_range(params, grads, state_a, state_b, w_start + i0 * n_out, w_start + i1 * n_out,
                       solver, lr, momentum, beta1, beta2, eps)
+    if blk == 0:
+        # The bias gradient (column sums of delta) and its step: a few microseconds of
+        # work, here rather than in a kernel of its own (a third of a second of a cold
+        # start). A call site of its own: one site for both ranges, in a loop, made
+        # Adam's warm epoch 4 % slower.
+        g = grads[b_start : b_start + n_out]
+        for j in range(n_out):
+            g[j] = 0.0
+        for i in range(b):
+            d = delta[i]
+            for j in range(n_out):
+                g[j] += d[j]
+        _update_range(params, grads, state_a, state_b, b_start, b_start + n_out, solver, lr,
+                      momentum, beta1, beta2, eps)
     return 0
 
 
@@ -292,8 +293,8 @@ def layer_pointers(dtype):
         dense_pointer(dtype),
         KernelPointer(_output_block, block_signature(ro2, ro2, ro1, ro2, flag, flag, f, a2, a2,
                                                      cols, flag)),
-        KernelPointer(_weight_block, block_signature(ro2, ro2, ro2, a2, i8, a2, flag, flag, f,
-                                                     a1, a1, a1, a1, i8, f, f, f, f, f)),
+        KernelPointer(_weight_block, block_signature(ro2, ro2, ro2, a2, i8, i8, a2, flag, flag,
+                                                     f, a1, a1, a1, a1, i8, f, f, f, f, f)),
     )
 
 
@@ -314,16 +315,18 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     With ``quantizer`` given (``(lo, step, n_levels, noise, density, rate_weight,
     stats)``, one tuple: a call with more than 30 arguments compiles to one with
     ``*args``, which Numba cannot inline), the activations of layer ``code_layer`` go
-    through :func:`quantize_code_layer` before the decoder sees them (quantization-aware
-    fine-tuning); the backward pass treats that step as the identity (straight through).
-    With ``rate_weight`` above 0, the objective gains ``rate_weight`` times the bits of
-    the quantized codes under the per-unit densities ``density``, whose gradient is added
-    to the code's delta (:func:`code_rate_gradient`, which also sums the codes into
-    ``stats``); the returned loss includes that term.
+    through :func:`~skdae._kernels._quantized.quantize_code_layer` before the decoder
+    sees them (quantization-aware fine-tuning); the backward pass treats that step as the
+    identity (straight through). With ``rate_weight`` above 0, the objective gains
+    ``rate_weight`` times the bits of the quantized codes under the per-unit densities
+    ``density``, whose gradient is added to the code's delta
+    (:func:`~skdae._kernels._quantized.code_rate_gradient`, which also sums the codes
+    into ``stats``); the returned loss includes that term.
 
-    ``lin`` (``(n_codes, n_features)``, orthonormal rows, or no rows) is a fixed linear
-    path around the non-linear layers: the code (layer ``n_layers // 2 - 1``, linear)
-    gains ``Xb @ lin.T`` and the output's pre-activation gains ``code @ lin``, so with
+    ``lin`` (``(n_codes, n_features)``, orthonormal rows; None or no rows without one)
+    is a fixed linear path around the non-linear layers: the code (layer
+    ``n_layers // 2 - 1``, linear) gains ``Xb @ lin.T`` and the output's pre-activation
+    gains ``code @ lin``, so with
     the code and output layers' weights at zero the network is PCA with components
     ``lin``. ``lin`` is not trained; its decoder term adds ``delta_out @ lin.T`` to the
     code's delta.
@@ -347,22 +350,31 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     eps = dtype(epsilon)
     alpha_ = dtype(alpha)
 
-    n_lin = lin.shape[0]
+    # Every use of ``lin`` sits under ``lin is not None``: a kernel called with None is
+    # compiled without the linear path's code (see finetune_epoch).
     lin_layer = n_layers // 2 - 1
-    if n_lin > 0 and (n_lin != shapes[lin_layer, 1] or lin.shape[1] != n_features):
-        raise ValueError("the linear path does not match the code layer and the features")
+    n_lin = 0
+    if lin is not None:
+        n_lin = lin.shape[0]
+        if n_lin > 0 and (n_lin != shapes[lin_layer, 1] or lin.shape[1] != n_features):
+            raise ValueError("the linear path does not match the code layer and the features")
     inp = Xb
     for layer in range(n_layers - 1):
         W, c = layer_views(params, shapes, w_off, b_off, layer)
         n_out = shapes[layer, 1]
         dest = acts[act_off[layer] : act_off[layer] + b * n_out].reshape((b, n_out))
-        dense_forward(inp, W, False, c, act_kind[layer] == ACT_SIGMOID, dest, dense_block)
-        if n_lin > 0 and layer == lin_layer:
-            gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features, 1.0,
-                 dest, n_lin)
+        # The argument types of every dense_forward call (the encoding of the data between
+        # RBMs, skdae._stream.bernoulli_hidden_means, too): one compiled kernel for all.
+        dense_forward(as_readonly(inp), W, unliteral(False), c, act_kind[layer] == ACT_SIGMOID,
+                      dest, dense_block)
+        if lin is not None:
+            if n_lin > 0 and layer == lin_layer:
+                gemm(False, True, b, n_lin, n_features, 1.0, Xb, n_features, lin, n_features,
+                     1.0, dest, n_lin)
         if quantizer is not None:
             if layer == code_layer:
-                quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2], quantizer[3])
+                _quantized.quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2],
+                                               quantizer[3])
         inp = dest
 
     last = n_layers - 1
@@ -370,19 +382,21 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     Z = acts[act_off[last] : act_off[last] + b * n_features].reshape((b, n_features))
     delta = delta_a[: b * n_features].reshape((b, n_features))
     loss_cols = np.empty(n_features, np.float64)
-    if n_lin > 0:
-        code = acts[act_off[lin_layer] : act_off[lin_layer] + b * n_lin].reshape((b, n_lin))
-        gemm(False, False, b, n_features, n_lin, 1.0, code, n_lin, lin, n_features, 0.0, Z,
-             n_features)
+    if lin is not None:
+        if n_lin > 0:
+            code = acts[act_off[lin_layer] : act_off[lin_layer] + b * n_lin].reshape((b, n_lin))
+            gemm(False, False, b, n_features, n_lin, 1.0, code, n_lin, lin, n_features, 0.0, Z,
+                 n_features)
     _output_layer(inp, W, c, Xb, act_kind[last] == ACT_SIGMOID, loss_kind == LOSS_CROSS_ENTROPY,
                   inv_b, Z, delta, loss_cols, n_lin > 0, output_block)
     loss = 0.0
     for j in range(n_features):
         loss += loss_cols[j]
-    lin_delta = np.empty((b, n_lin), params.dtype)
-    if n_lin > 0:
-        gemm(False, True, b, n_lin, n_features, 1.0, delta, n_features, lin, n_features, 0.0,
-             lin_delta, n_lin)
+    if lin is not None:
+        lin_delta = np.empty((b, n_lin), params.dtype)
+        if n_lin > 0:
+            gemm(False, True, b, n_lin, n_features, 1.0, delta, n_features, lin, n_features,
+                 0.0, lin_delta, n_lin)
 
     for layer in range(last, -1, -1):
         n_in = shapes[layer, 0]
@@ -394,27 +408,26 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         gW, _ = layer_views(grads, shapes, w_off, b_off, layer)
         buf = delta_b if (last - layer) % 2 == 0 else delta_a
         new_delta = buf[: b * n_in].reshape((b, n_in))
-        _bias_step(delta, params, grads, state_a, state_b, b_off[layer], solver, lr, mom, b1, b2, eps)
-        _weight_step(layer_in, delta, W, gW, w_off[layer], new_delta, layer > 0,
+        _weight_step(layer_in, delta, W, gW, w_off[layer], b_off[layer], new_delta, layer > 0,
                      layer > 0 and act_kind[layer - 1] == ACT_SIGMOID, alpha_, params, grads,
                      state_a, state_b, solver, lr, mom, b1, b2, eps, weight_block)
-        if n_lin > 0 and layer == lin_layer + 1:
-            # The code's delta from the linear path's decoder term (the code is linear).
-            for r in range(b):
-                d_row = new_delta[r]
-                l_row = lin_delta[r]
-                for j in range(n_lin):
-                    d_row[j] += l_row[j]
+        if lin is not None:
+            if n_lin > 0 and layer == lin_layer + 1:
+                # The code's delta from the linear path's decoder term (the code is linear).
+                for r in range(b):
+                    d_row = new_delta[r]
+                    l_row = lin_delta[r]
+                    for j in range(n_lin):
+                        d_row[j] += l_row[j]
         if quantizer is not None:
             rate_weight = quantizer[5]
             if layer == code_layer + 1 and rate_weight > 0.0:
                 n_code = shapes[code_layer, 1]
                 code = acts[act_off[code_layer] : act_off[code_layer] + b * n_code].reshape(
                     (b, n_code))
-                bits = code_rate_gradient(code, quantizer[0], quantizer[1], quantizer[2],
-                                          quantizer[4], rate_weight / b,
-                                          act_kind[code_layer] == ACT_SIGMOID, new_delta,
-                                          quantizer[6])
+                bits = _quantized.code_rate_gradient(
+                    code, quantizer[0], quantizer[1], quantizer[2], quantizer[4], rate_weight / b,
+                    act_kind[code_layer] == ACT_SIGMOID, new_delta, quantizer[6])
                 loss += rate_weight * bits
         delta = new_delta
     return loss
@@ -425,7 +438,7 @@ def batch_loss_grad(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind
                     delta_a, delta_b, lin, dense_block, output_block, weight_block):
     """Loss of one batch and the gradient of its mean into ``grads`` (no update).
 
-    ``lin``: the linear path (see :func:`batch_step`), or an array with no rows.
+    ``lin``: the linear path (see :func:`batch_step`), or None.
     ``dense_block``, ``output_block`` and ``weight_block`` are :func:`layer_pointers` of
     the dtype.
 
@@ -502,8 +515,9 @@ def finetune_epoch(
     ``solver`` 0 is SGD with momentum (``state_a`` the velocity), 1 is Adam (``state_a``,
     ``state_b`` the moment estimates). ``step`` is the number of updates made so far.
     ``Xb`` is a ``(batch_size, n_features)`` gather buffer. ``lin`` is the linear path
-    (see :func:`batch_step`), or an array with no rows. ``dense_block``, ``output_block``
-    and ``weight_block`` are :func:`layer_pointers` of the dtype.
+    (see :func:`batch_step`), or None: the kernel is then compiled without the linear
+    path's code (three checked GEMM calls, a tenth of its compile). ``dense_block``,
+    ``output_block`` and ``weight_block`` are :func:`layer_pointers` of the dtype.
 
     Returns
     -------
@@ -554,160 +568,4 @@ def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, p
                             acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
                             learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
                             output_block, weight_block)
-    return total, step
-
-
-@njit
-def quantize_code_layer(codes, lo, step, n_levels, noise):
-    """The codec's quantizer on a batch of codes, in place, as fine-tuning sees it.
-
-    Unit ``j`` has ``n_levels[j]`` bins of width ``step[j]`` from ``lo[j]``. With an empty
-    ``noise`` (0 rows), each value is rounded to its bin centre (clipped to the range), as
-    the codec decodes it: straight-through rounding. Otherwise the value is clipped to the
-    range and ``noise[i, j] * step[j]`` is added, ``noise`` uniform on [-0.5, 0.5): the
-    additive-noise stand-in for rounding. A unit with one bin (or none wide) is its centre.
-    """
-    b, n_units = codes.shape
-    half = codes.dtype.type(0.5)
-    use_noise = noise.shape[0] > 0
-    for i in range(b):
-        for j in range(n_units):
-            s = step[j]
-            m = n_levels[j]
-            if s <= 0 or m <= 1:
-                codes[i, j] = lo[j] + half * s
-                continue
-            y = codes[i, j]
-            top = lo[j] + m * s
-            if y < lo[j]:
-                y = lo[j]
-            elif y > top:
-                y = top
-            if use_noise:
-                codes[i, j] = y + noise[i, j] * s
-            else:
-                k = np.floor((y - lo[j]) / s)
-                if k > m - 1:
-                    k = m - 1
-                codes[i, j] = lo[j] + (k + half) * s
-
-
-@njit(inline="always")
-def _logistic(t):
-    """The logistic CDF at ``t`` and its density ``F(t) (1 - F(t))``, in float64 (0 or 1
-    and 0 far out, never NaN)."""
-    e = np.exp(-abs(t))
-    inv = 1.0 / (1.0 + e)
-    cdf = inv if t >= 0.0 else e * inv
-    return cdf, e * inv * inv
-
-
-@njit
-def code_rate_gradient(codes, lo, step, n_levels, density, weight, sigmoid_code, delta, stats):
-    """Bits of a batch of quantized codes under per-unit discretised logistics; adds
-    ``weight`` times their gradient to ``delta`` and the codes' sums to ``stats``.
-
-    Unit ``j``'s bins (the codec's quantizer: ``n_levels[j]`` bins of width ``step[j]``
-    from ``lo[j]``) get the mass of a logistic of location ``density[0, j]`` and scale
-    ``density[1, j]``, the outer bins its tails as well, so the bins' probabilities sum
-    to 1: a value ``v`` costs ``-log2(F(v + step / 2) - F(v - step / 2))`` bits, with
-    ``F(v - step / 2) = 0`` in the first bin and ``F(v + step / 2) = 1`` in the last (the
-    factorized entropy model of Ballé et al., 2017, on the codec's grid). At a bin centre
-    (straight-through rounding) that is the bin's probability; a noisy value (the
-    additive-noise stand-in) gets the mass of the bin-wide interval around it.
-
-    ``delta[i, j]`` gains ``weight * d bits / d v`` (times ``v (1 - v)`` for a sigmoid
-    code: ``delta`` is taken before the activation). A unit with one bin costs nothing.
-    ``stats[0, j]`` and ``stats[1, j]`` gain the sum and the sum of squares of unit
-    ``j``'s values. Returns the batch's bits (float64).
-
-    The arithmetic is float64 whatever the codes' dtype: a few scalar exp/log per code
-    value (nothing next to the layers' GEMMs), and tail masses that float32 would round
-    to 0 or 1.
-    """
-    b, n_units = codes.shape
-    if (lo.shape[0] != n_units or step.shape[0] != n_units or n_levels.shape[0] != n_units
-            or density.shape[0] != 2 or density.shape[1] != n_units or stats.shape[0] != 2
-            or stats.shape[1] != n_units or delta.shape[0] != b or delta.shape[1] != n_units):
-        raise ValueError("rate arrays do not match the codes")
-    inv_ln2 = 1.0 / np.log(2.0)
-    total = 0.0
-    for i in range(b):
-        for j in range(n_units):
-            v = np.float64(codes[i, j])
-            stats[0, j] += v
-            stats[1, j] += v * v
-            s = np.float64(step[j])
-            m = n_levels[j]
-            if s <= 0.0 or m <= 1:
-                continue
-            loc = density[0, j]
-            scale = density[1, j]
-            pos = (v - lo[j]) / s
-            t_lo = (v - 0.5 * s - loc) / scale
-            t_hi = (v + 0.5 * s - loc) / scale
-            f_lo, d_lo = _logistic(t_lo)
-            f_hi, d_hi = _logistic(t_hi)
-            if pos < 1.0:
-                # First bin: the lower tail is its own.
-                p = f_hi
-                d_lo = 0.0
-            elif pos > m - 1.0:
-                # Last bin: the upper tail too.
-                p = _logistic(-t_lo)[0]
-                d_hi = 0.0
-            elif t_lo > 0.0:
-                # Both ends in the upper half: the difference of the upper tails keeps
-                # its precision.
-                p = _logistic(-t_lo)[0] - _logistic(-t_hi)[0]
-            else:
-                p = f_hi - f_lo
-            p = max(p, 1e-300)
-            total -= np.log(p) * inv_ln2
-            g = -inv_ln2 * (d_hi - d_lo) / (scale * p)
-            if sigmoid_code:
-                g *= v * (1.0 - v)
-            delta[i, j] += weight * g
-    return total
-
-
-@njit
-def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, solver, learning_rate,
-                             momentum, beta1, beta2, epsilon, alpha, batch_size, shapes, w_off,
-                             b_off, act_kind, loss_kind, Xb, acts, act_off, delta_a, delta_b,
-                             lin, code_layer, q_lo, q_step, q_levels, q_noise, q_density,
-                             q_rate_weight, q_stats, dense_block, output_block, weight_block):
-    """:func:`finetune_epoch` with the code layer quantized (:func:`quantize_code_layer`).
-
-    ``q_noise`` holds one row of uniform noise per row of ``order`` (in that order), or
-    no rows for straight-through rounding. With ``q_rate_weight`` above 0 the objective
-    gains that weight times the bits of the quantized codes under ``q_density``
-    (float64, ``(2, n_units)``: each unit's logistic location and scale), and the codes
-    are summed into ``q_stats`` (float64, ``(2, n_units)``: sums and sums of squares),
-    from which the caller re-estimates the densities (see :func:`code_rate_gradient`).
-    ``dense_block``, ``output_block`` and ``weight_block`` are :func:`layer_pointers` of
-    the dtype.
-    """
-    n_params = params.shape[0]
-    if state_a.shape[0] != n_params or (solver == SOLVER_ADAM and state_b.shape[0] != n_params):
-        raise ValueError("optimiser state does not match the parameters")
-    n = order.shape[0]
-    n_units = shapes[code_layer, 1]
-    if (q_lo.shape[0] != n_units or q_step.shape[0] != n_units or q_levels.shape[0] != n_units
-            or q_noise.shape[1] != n_units or (q_noise.shape[0] != 0 and q_noise.shape[0] < n)
-            or q_density.shape[0] != 2 or q_density.shape[1] != n_units
-            or q_stats.shape[0] != 2 or q_stats.shape[1] != n_units):
-        raise ValueError("quantizer arrays do not match the code layer")
-    total = 0.0
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        batch = Xb[:b]
-        gather_rows(X, order, start, batch)
-        step += 1
-        total += batch_step(batch, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alpha,
-                            acts, act_off, delta_a, delta_b, state_a, state_b, step, solver,
-                            learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
-                            output_block, weight_block, code_layer,
-                            (q_lo, q_step, q_levels, q_noise[start : start + b], q_density,
-                             q_rate_weight, q_stats))
     return total, step
