@@ -103,7 +103,7 @@ class FineTuner:
             try:
                 loss = self._epoch(data)
                 self._check_finite(loss, snapshot)
-                message, converged = self._record(loss, data)
+                message, converged = self._record(loss, data, snapshot)
             except KeyboardInterrupt:
                 self._restore(snapshot)
                 self._warn_interrupted("the epoch in progress was rolled back")
@@ -151,11 +151,13 @@ class FineTuner:
         est = self.estimator
         if not (np.isfinite(loss) and np.isfinite(est._params).all()):
             self._restore(snapshot)
-            raise ValueError(
-                f"{type(est).__name__} fine-tuning diverged at epoch {est.n_iter_ + 1}: the "
-                f"loss is {loss}. The weights and the optimiser state were reset to the last "
-                "finite epoch. Lower learning_rate, or standardise the input."
-            )
+            raise ValueError(self._diverged_message(f"the loss is {loss}"))
+
+    def _diverged_message(self, what):
+        est = self.estimator
+        return (f"{type(est).__name__} fine-tuning diverged at epoch {est.n_iter_ + 1}: {what}. "
+                "The weights and the optimiser state were reset to the last finite epoch. "
+                "Lower learning_rate, or standardise the input.")
 
     def _epoch(self, data, key=None):
         """One epoch of the kernel over every chunk; returns the mean per-sample loss."""
@@ -201,15 +203,20 @@ class FineTuner:
                 est.t_ = int(t)
         return loss_sum / data.n_train()
 
-    def _record(self, loss, data):
+    def _record(self, loss, data, snapshot=None):
         """Bookkeeping after an epoch; returns ``(progress message, converged)``."""
         est = self.estimator
-        est.n_iter_ += 1
-        est.loss_curve_.append(float(loss))
-        message = f"[fine-tune] epoch {est.n_iter_}, {est.loss_} {loss:.4f}"
         validate = data is not None and data.holdout is not None
         if validate:
             score = -validation_error(est, data)
+            if not np.isfinite(score):
+                # Weights still finite but large enough that the held-out error is not.
+                self._restore(snapshot)
+                raise ValueError(self._diverged_message(f"the validation error is {-score}"))
+        est.n_iter_ += 1
+        est.loss_curve_.append(float(loss))
+        message = f"[fine-tune] epoch {est.n_iter_}, {est.loss_} {loss:.4f}"
+        if validate:
             est.validation_scores_.append(score)
             message += f", validation squared error {-score:.4f}"
         self._update_no_improvement_count(loss, validate)
@@ -364,6 +371,8 @@ def validation_error(estimator, data):
     for i in range(data.n_chunks):
         rows = data.holdout.val_rows(*data.bounds(i))
         if len(rows):
-            total += float(estimator._squared_errors(data.raw(i, rows)).sum())
+            # A diverging model's errors overflow to inf, which the caller reports.
+            with np.errstate(over="ignore", invalid="ignore"):
+                total += float(estimator._squared_errors(data.raw(i, rows)).sum())
             count += len(rows)
     return total / count

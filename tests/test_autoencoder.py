@@ -457,8 +457,15 @@ def test_cross_entropy_needs_bernoulli_units(real_data, digits):
 
 def test_divergence_raises_instead_of_returning_nan(real_data):
     ae = make_ae(solver="sgd", learning_rate=1e3, max_iter=20)
-    with pytest.raises(ValueError, match="diverged"):
-        ae.fit(real_data)
+    # Detected and reported as an error, not as NumPy overflow warnings on the way.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(ValueError, match="diverged at epoch"):
+            ae.fit(real_data)
+    # The weights and the bookkeeping are those of the last finite epoch.
+    assert np.isfinite(ae._params).all()
+    assert ae.n_iter_ == len(ae.loss_curve_)
+    assert ae.validation_scores_ is None or len(ae.validation_scores_) == ae.n_iter_
 
 
 # ----------------------------------------------------------------------- interrupts

@@ -1,5 +1,8 @@
 """scikit-learn's common estimator checks, with no expected failures."""
 
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdae import RBM, RBMStackAutoencoder
@@ -14,4 +17,9 @@ from skdae import RBM, RBMStackAutoencoder
     ]
 )
 def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
+    # max_iter=3 stops fine-tuning before it converges, by design: the warning saying so
+    # is expected, as in scikit-learn's own run of these checks (its test_common.py
+    # ignores ConvergenceWarning too). Every other warning still shows.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
