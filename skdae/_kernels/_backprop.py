@@ -312,10 +312,13 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     1-based index of this update (Adam's bias correction). ``grads`` receives the gradient.
 
     With ``quantizer`` given (``(lo, step, n_levels, noise, density, rate_weight,
-    stats)``, one tuple: a call with more than 30 arguments compiles to one with
+    stats, side)``, one tuple: a call with more than 30 arguments compiles to one with
     ``*args``, which Numba cannot inline), the activations of layer ``code_layer`` go
     through :func:`quantize_code_layer` before the decoder sees them (quantization-aware
-    fine-tuning); the backward pass treats that step as the identity (straight through).
+    fine-tuning); the backward pass treats that step as the identity (straight through)
+    inside the range, and for a code the quantizer clipped keeps only a gradient that
+    moves it back towards the range (:func:`drop_outward_gradient`; ``side``, int8
+    ``(b, n_units)``, is scratch for the clipped side).
     With ``rate_weight`` above 0, the objective gains ``rate_weight`` times the bits of
     the quantized codes under the per-unit densities ``density``, whose gradient is added
     to the code's delta (:func:`code_rate_gradient`, which also sums the codes into
@@ -362,7 +365,8 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
                  dest, n_lin)
         if quantizer is not None:
             if layer == code_layer:
-                quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2], quantizer[3])
+                quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2], quantizer[3],
+                                    quantizer[7])
         inp = dest
 
     last = n_layers - 1
@@ -406,6 +410,8 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
                 for j in range(n_lin):
                     d_row[j] += l_row[j]
         if quantizer is not None:
+            if layer == code_layer + 1:
+                drop_outward_gradient(new_delta, quantizer[7])
             rate_weight = quantizer[5]
             if layer == code_layer + 1 and rate_weight > 0.0:
                 n_code = shapes[code_layer, 1]
@@ -558,7 +564,7 @@ def finetune_epoch_csr(data, indices, indptr, mean, scale, standardize, order, p
 
 
 @njit
-def quantize_code_layer(codes, lo, step, n_levels, noise):
+def quantize_code_layer(codes, lo, step, n_levels, noise, side):
     """The codec's quantizer on a batch of codes, in place, as fine-tuning sees it.
 
     Unit ``j`` has ``n_levels[j]`` bins of width ``step[j]`` from ``lo[j]``. With an empty
@@ -566,12 +572,15 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
     the codec decodes it: straight-through rounding. Otherwise the value is clipped to the
     range and ``noise[i, j] * step[j]`` is added, ``noise`` uniform on [-0.5, 0.5): the
     additive-noise stand-in for rounding. A unit with one bin (or none wide) is its centre.
+    ``side[i, j]`` (int8, same shape as ``codes``) records the clipping: 1 above the
+    range, -1 below, 0 inside (and for a one-bin unit).
     """
     b, n_units = codes.shape
     half = codes.dtype.type(0.5)
     use_noise = noise.shape[0] > 0
     for i in range(b):
         for j in range(n_units):
+            side[i, j] = 0
             s = step[j]
             m = n_levels[j]
             if s <= 0 or m <= 1:
@@ -581,8 +590,10 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
             top = lo[j] + m * s
             if y < lo[j]:
                 y = lo[j]
+                side[i, j] = -1
             elif y > top:
                 y = top
+                side[i, j] = 1
             if use_noise:
                 codes[i, j] = y + noise[i, j] * s
             else:
@@ -590,6 +601,24 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
                 if k > m - 1:
                     k = m - 1
                 codes[i, j] = lo[j] + (k + half) * s
+
+
+@njit
+def drop_outward_gradient(delta, side):
+    """Zero the code deltas that would move a clipped code further out of its range.
+
+    The quantizer's output does not depend on a code beyond its range, so passing that
+    code's gradient straight through lets it drift ever further out (measured on a
+    converged 784-1000-500-250-64 MNIST autoencoder at 3 bits per unit: 1 % of held-out
+    codes clipped after one epoch, 6.5 % after three, the quantized error rising). The
+    gradient that moves it back in is kept, so a clipped code can return (a gradient
+    step moves a code against its delta: ``side`` 1 with a negative delta points out).
+    """
+    b, n_units = side.shape
+    for i in range(b):
+        for j in range(n_units):
+            if (side[i, j] > 0 and delta[i, j] < 0) or (side[i, j] < 0 and delta[i, j] > 0):
+                delta[i, j] = 0
 
 
 @njit(inline="always")
@@ -699,6 +728,7 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
             or q_stats.shape[0] != 2 or q_stats.shape[1] != n_units):
         raise ValueError("quantizer arrays do not match the code layer")
     total = 0.0
+    side = np.zeros((batch_size, n_units), np.int8)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         batch = Xb[:b]
@@ -709,5 +739,5 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
                             learning_rate, momentum, beta1, beta2, epsilon, lin, dense_block,
                             output_block, weight_block, code_layer,
                             (q_lo, q_step, q_levels, q_noise[start : start + b], q_density,
-                             q_rate_weight, q_stats))
+                             q_rate_weight, q_stats, side[:b]))
     return total, step
