@@ -94,6 +94,9 @@ def cmd_train(args):
     if args.rate_weight and not args.fine_tune_epochs:
         raise ValueError("--rate-weight acts through quantization-aware fine-tuning: give "
                          "--fine-tune-epochs too")
+    if args.fine_tune_learning_rate is not None and not args.fine_tune_epochs:
+        raise ValueError("--fine-tune-learning-rate is the step of quantization-aware "
+                         "fine-tuning: give --fine-tune-epochs too")
     X, mode = read_samples(args.inputs, limit=args.limit, progress=not args.quiet)
     shape = X.shape[1:]
     X2 = X.reshape(len(X), -1)
@@ -113,7 +116,8 @@ def cmd_train(args):
     if args.fine_tune_epochs < 0 or (args.fine_tune_epochs and args.model != "autoencoder"):
         raise ValueError("--fine-tune-epochs takes a count >= 0, for --model autoencoder only")
     codec = Codec(model, n_bits=args.n_bits, allocation=args.allocation, coder=args.coder,
-                  fine_tune_epochs=args.fine_tune_epochs, rate_weight=args.rate_weight).fit(X2)
+                  fine_tune_epochs=args.fine_tune_epochs, rate_weight=args.rate_weight,
+                  fine_tune_learning_rate=args.fine_tune_learning_rate).fit(X2)
     metadata = {
         _METADATA_KEY: {
             "sample_shape": list(shape),
@@ -454,6 +458,13 @@ def add_parser(subparsers):
         help="with --fine-tune-epochs: weight of a rate term in that fine-tuning, the "
         "squared error per image that one coded bit is worth; larger gives smaller "
         "archives at a lower PSNR (default: 0, distortion only)",
+    )
+    train.add_argument(
+        "--fine-tune-learning-rate",
+        type=_positive_float,
+        metavar="RATE",
+        help="with --fine-tune-epochs: the step size of that fine-tuning (default: a "
+        "tenth of the network's learning rate, as it starts from converged weights)",
     )
     train.add_argument(
         "--limit", type=_positive_int, metavar="N", help="train on the first N samples only"

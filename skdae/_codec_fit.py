@@ -22,6 +22,16 @@ from . import _rate
 WEIGHT_ROWS = 128
 # Training samples on which rate_weight is converted to a cross-entropy model's loss.
 EXCHANGE_ROWS = 2048
+# fine_tune_learning_rate=None is the model's learning_rate times this. Measured on
+# held-out training images (benchmarks/results/codec_qat_learning_rate.json: a converged
+# 784-1000-500-250-64 MNIST autoencoder, Adam at 1e-3 under a cosine schedule, 3 bits
+# per unit): the model's own rate jolts the converged weights (0.65-0.85 dB below the
+# codec without fine-tuning at the same rate), a tenth of it 0.07-0.12 dB below and
+# with the rate term up to 1.2 dB above; a hundredth moves too little in a few epochs.
+LEARNING_RATE_FRACTION = 0.1
+# Training samples (evenly spaced) on which each epoch's weights are scored against the
+# best so far (see objective).
+OBJECTIVE_ROWS = 4096
 
 
 class TrainingCodes:
@@ -61,7 +71,7 @@ def fit_together(codecs, X):
     """
     for codec in codecs:
         codec._check_n_bits()
-        codec._check_rate_weight()
+        codec._check_fine_tuning()
         if codec.fine_tune_epochs > 0:
             from ._autoencoder import RBMStackAutoencoder
 
@@ -147,17 +157,24 @@ def scan(codec, X, model):
     return lo.astype(np.float64), hi.astype(np.float64), np.concatenate(sample), codes.dtype.str
 
 
-def quantization_aware_fine_tune(codec, X, codes):
+def quantization_aware_fine_tune(codec, X, codes, on_epoch=None):
     """Fine-tune ``codec.model_`` (a copy) with the quantizer in its code layer;
-    ``codes`` (the model's, before fine-tuning) start the rate term's densities."""
+    ``codes`` (the model's, before fine-tuning) start the rate term's densities.
+    ``on_epoch(epoch, ae)``, if given, is called after each epoch (studies only)."""
     from ._base import stop_on_ctrl_c
     from ._finetuning import CodeQuantizer
 
     ae = codec.model_
+    rate = codec.fine_tune_learning_rate
+    if rate is None:
+        rate = LEARNING_RATE_FRACTION * float(ae.learning_rate)
     # A new phase, not the rest of the model's fine-tuning: a schedule would continue
     # from n_iter_ (after a cosine schedule, at about 4e-4 of learning_rate, where the
     # quantized loss barely moves), and the augmentation was chosen for the long run.
-    ae.set_params(learning_rate_schedule="constant", augmentation=None)
+    # Its step is smaller than the model's (LEARNING_RATE_FRACTION): it starts from
+    # converged weights.
+    ae.set_params(learning_rate=float(rate), learning_rate_schedule="constant",
+                  augmentation=None)
     X2 = np.asarray(X).reshape(X.shape[0], -1)
     data = ae._training_rows(X2, reset=False)
     # The copy's bookkeeping tracked the unquantized loss: start the count afresh.
@@ -178,15 +195,52 @@ def quantization_aware_fine_tune(codec, X, codes):
         rate_weight=rate_weight,
         codes=codes,
     )
+    epochs = codec.fine_tune_epochs
+    # The weights kept are the best epoch's, the start's included, on the codec's own
+    # objective: fine-tuning never ends worse than not fine-tuning on these samples.
+    rows = X2[:: max(1, -(-X2.shape[0] // OBJECTIVE_ROWS))]
+    best = (objective(codec, ae, rows), ae._params.copy())
     # Every epoch asked for runs: the copy's early-stopping rule was tuned for its own
     # (unquantized) loss, whose noise it would mistake for convergence.
     patience = ae.n_iter_no_change
-    ae.n_iter_no_change = codec.fine_tune_epochs + 1
+    ae.n_iter_no_change = epochs + 1
     try:
         with stop_on_ctrl_c() as stop:
-            tuner.run(data, codec.fine_tune_epochs, stop, warn_max_iter=False)
+            for epoch in range(epochs):
+                done = ae.n_iter_
+                tuner.run(data, 1, stop, warn_max_iter=False)
+                if ae.n_iter_ == done or stop.requested:
+                    break
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, ae)
+                value = objective(codec, ae, rows)
+                if value < best[0]:
+                    best = (value, ae._params.copy())
     finally:
         ae.n_iter_no_change = patience
+    ae._params[...] = best[1]
+
+
+def objective(codec, ae, rows):
+    """Mean squared error (input units) of ``ae``'s reconstructions of ``rows`` from
+    their codes quantized by ``codec``, plus ``codec.rate_weight`` times their mean
+    coded bits per sample (the empirical entropy of each unit's levels)."""
+    codes = codec._transform(rows, ae).astype(np.float64)
+    lo, hi, bits = codec.code_min_, codec.code_max_, codec.unit_bits_
+    levels = _rate.quantize(codes, lo, hi, bits)
+    dequantized = _rate.dequantize(levels, lo, hi, bits)
+    recon = np.asarray(ae.inverse_transform(dequantized.astype(codec.code_dtype_)), np.float64)
+    target = rows / 255.0 if rows.dtype == np.uint8 else rows.astype(np.float64)
+    err = recon - target
+    value = float(np.einsum("ij,ij->", err, err)) / len(rows)
+    if codec.rate_weight > 0:
+        total = 0.0
+        for j in range(levels.shape[1]):
+            counts = np.bincount(levels[:, j].astype(np.int64))
+            p = counts[counts > 0] / len(rows)
+            total -= float(np.sum(p * np.log2(p)))
+        value += codec.rate_weight * total
+    return value
 
 
 def loss_per_squared_error(codec, ae, X2):

@@ -1514,6 +1514,35 @@ def test_quantized_finetune_with_rate_term_matches_finite_differences(loss_kind,
         assert (stats[1] > 0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("noise", [False, True])
+def test_quantizer_records_the_clipped_side_and_drops_outward_gradients(dtype, noise):
+    """A code beyond its range is clipped (side 1 above, -1 below); its delta is zeroed
+    when a gradient step would move it further out, and kept when it moves it back in.
+    One-bin units and codes inside the range keep theirs."""
+    lo = np.zeros(4, dtype)
+    step = np.ones(4, dtype)
+    n_levels = np.array([4, 4, 4, 1], np.int64)
+    codes = np.array([[-3.0, 1.5, 9.0, 7.0], [5.0, -0.5, 2.2, -7.0]], dtype)
+    rng = np.random.RandomState(0)
+    noise_rows = (rng.uniform(-0.5, 0.5, codes.shape) if noise else np.empty((0, 4))).astype(dtype)
+    side = np.full(codes.shape, 7, np.int8)
+    quantized = codes.copy()
+    qk.quantize_code_layer(quantized, lo, step, n_levels, noise_rows, side)
+    assert_array_equal(side, [[-1, 0, 1, 0], [1, -1, 0, 0]])
+    assert (quantized[:, :3] >= lo[:3] - step[:3] / 2).all()
+    assert (quantized[:, :3] <= lo[:3] + n_levels[:3] * step[:3] + step[:3] / 2).all()
+    # A step moves a code against its delta: a negative delta raises it.
+    delta = np.array([[1.0, 1.0, -1.0, -1.0], [-1.0, -2.0, 3.0, 4.0]], dtype)
+    qk.drop_outward_gradient(delta, side)
+    assert_array_equal(delta, [[0.0, 1.0, 0.0, -1.0], [0.0, -2.0, 3.0, 4.0]])
+    delta = np.array([[-1.0, 1.0, 1.0, -1.0], [1.0, 2.0, 3.0, 4.0]], dtype)
+    kept = delta.copy()
+    qk.drop_outward_gradient(delta, side)
+    kept[1, 1] = 0.0  # below the range, a positive delta would lower it further
+    assert_array_equal(delta, kept)
+
+
 def test_code_rate_gradient_refuses_arrays_that_do_not_match_the_codes():
     rng = np.random.RandomState(4)
     v, lo, step, n_levels, density = rate_case(rng)

@@ -313,13 +313,16 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
     1-based index of this update (Adam's bias correction). ``grads`` receives the gradient.
 
     With ``quantizer`` given (``(lo, step, n_levels, noise, density, rate_weight,
-    stats)``, one tuple: a call with more than 30 arguments compiles to one with
+    stats, side)``, one tuple: a call with more than 30 arguments compiles to one with
     ``*args``, which Numba cannot inline), the activations of layer ``code_layer`` go
     through :func:`~skdae._kernels._quantized.quantize_code_layer` before the decoder
     sees them (quantization-aware fine-tuning); the backward pass treats that step as the
-    identity (straight through). With ``rate_weight`` above 0, the objective gains
-    ``rate_weight`` times the bits of the quantized codes under the per-unit densities
-    ``density``, whose gradient is added to the code's delta
+    identity (straight through) inside the range, and for a code the quantizer clipped
+    keeps only a gradient that moves it back towards the range
+    (:func:`~skdae._kernels._quantized.drop_outward_gradient`; ``side``, int8
+    ``(b, n_units)``, is scratch for the clipped side). With ``rate_weight`` above 0, the
+    objective gains ``rate_weight`` times the bits of the quantized codes under the
+    per-unit densities ``density``, whose gradient is added to the code's delta
     (:func:`~skdae._kernels._quantized.code_rate_gradient`, which also sums the codes
     into ``stats``); the returned loss includes that term.
 
@@ -374,7 +377,7 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
         if quantizer is not None:
             if layer == code_layer:
                 _quantized.quantize_code_layer(dest, quantizer[0], quantizer[1], quantizer[2],
-                                               quantizer[3])
+                                               quantizer[3], quantizer[7])
         inp = dest
 
     last = n_layers - 1
@@ -420,6 +423,8 @@ def batch_step(Xb, params, grads, shapes, w_off, b_off, act_kind, loss_kind, alp
                     for j in range(n_lin):
                         d_row[j] += l_row[j]
         if quantizer is not None:
+            if layer == code_layer + 1:
+                _quantized.drop_outward_gradient(new_delta, quantizer[7])
             rate_weight = quantizer[5]
             if layer == code_layer + 1 and rate_weight > 0.0:
                 n_code = shapes[code_layer, 1]

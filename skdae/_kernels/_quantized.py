@@ -159,6 +159,7 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
             or q_stats.shape[0] != 2 or q_stats.shape[1] != n_units):
         raise ValueError("quantizer arrays do not match the code layer")
     total = 0.0
+    side = np.zeros((batch_size, n_units), np.int8)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         batch = Xb[:b]
@@ -169,5 +170,5 @@ def finetune_epoch_quantized(X, order, params, grads, state_a, state_b, step, so
             act_off, delta_a, delta_b, state_a, state_b, step, solver, learning_rate, momentum,
             beta1, beta2, epsilon, lin, dense_block, output_block, weight_block, code_layer,
             (q_lo, q_step, q_levels, q_noise[start : start + b], q_density, q_rate_weight,
-             q_stats))
+             q_stats, side[:b]))
     return total, step
