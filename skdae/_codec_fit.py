@@ -221,16 +221,24 @@ def quantization_aware_fine_tune(codec, X, codes, on_epoch=None):
     ae._params[...] = best[1]
 
 
-def objective(codec, ae, rows):
-    """Mean squared error (input units) of ``ae``'s reconstructions of ``rows`` from
-    their codes quantized by ``codec``, plus ``codec.rate_weight`` times their mean
-    coded bits per sample (the empirical entropy of each unit's levels)."""
+def quantized_reconstruction(codec, ae, rows):
+    """``(levels, reconstructions, targets)`` of ``rows`` through ``ae`` with its codes
+    quantized by ``codec``; reconstructions and targets in float64 input units (8-bit
+    input is read as intensities / 255, as the network reads it)."""
     codes = codec._transform(rows, ae).astype(np.float64)
     lo, hi, bits = codec.code_min_, codec.code_max_, codec.unit_bits_
     levels = _rate.quantize(codes, lo, hi, bits)
     dequantized = _rate.dequantize(levels, lo, hi, bits)
     recon = np.asarray(ae.inverse_transform(dequantized.astype(codec.code_dtype_)), np.float64)
     target = rows / 255.0 if rows.dtype == np.uint8 else rows.astype(np.float64)
+    return levels, recon, target
+
+
+def objective(codec, ae, rows):
+    """Mean squared error (input units) of ``ae``'s reconstructions of ``rows`` from
+    their codes quantized by ``codec``, plus ``codec.rate_weight`` times their mean
+    coded bits per sample (the empirical entropy of each unit's levels)."""
+    levels, recon, target = quantized_reconstruction(codec, ae, rows)
     err = recon - target
     value = float(np.einsum("ij,ij->", err, err)) / len(rows)
     if codec.rate_weight > 0:
@@ -250,14 +258,8 @@ def loss_per_squared_error(codec, ae, X2):
     training samples."""
     if ae.loss_ == "squared_error" and ae.visible_units_ != "gaussian":
         return 1.0
-    rows = np.asarray(X2[:: max(1, -(-X2.shape[0] // EXCHANGE_ROWS))])
-    codes = codec._transform(rows, ae).astype(np.float64)
-    # What the network reconstructs: 8-bit input is read as intensities / 255.
-    rows = rows / 255.0 if rows.dtype == np.uint8 else rows.astype(np.float64)
-    lo, hi, bits = codec.code_min_, codec.code_max_, codec.unit_bits_
-    dequantized = _rate.dequantize(_rate.quantize(codes, lo, hi, bits), lo, hi, bits)
-    recon = np.asarray(ae.inverse_transform(dequantized.astype(codec.code_dtype_)),
-                       np.float64)
+    _, recon, rows = quantized_reconstruction(
+        codec, ae, np.asarray(X2[:: max(1, -(-X2.shape[0] // EXCHANGE_ROWS))]))
     err = recon - rows
     squared = float(np.sum(err * err))
     if ae.loss_ == "cross_entropy":
