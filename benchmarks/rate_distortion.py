@@ -9,7 +9,8 @@ images:
   codec of skdae 0.1), ``rd`` (rate-distortion bit allocation from training codes, rANS or
   deflate per archive: the default) and ``rd-qat`` (``rd`` plus quantization-aware
   fine-tuning of a copy of the autoencoder on the first ``qat_rows`` training images), and on
-  request ``rd-qat-rate`` (``rd-qat`` with the rate term ``rate_weight``). Each
+  request ``rd-qat-rate`` (``rd-qat`` with the rate term: one point per rate weight
+  ``rate_weight`` and budget, the weight choosing where on its curve a point lands). Each
   point gives the rate of one archive holding all test images (header included) and the
   rate per image (each image compressed alone, its archive's fixed header left out);
 * JPEG, WebP, AVIF and JPEG 2000 (a raw codestream with two resolution levels, as 28 x 28
@@ -78,11 +79,19 @@ FULL = {
     # an epoch at 4, at about 14 s an epoch for 60,000 images on one core).
     "qat_epochs": 4,
     "qat_rows": 60_000,
-    # rd-qat-rate: rd-qat with the rate term. Its weight was chosen on held-out training
-    # images (benchmarks/results/codec_rate_term.json: lambda = 0.05 was the one never
-    # below plain fine-tuning's envelope, +0.37 dB at 2 bits per unit).
-    "rate_weight": 0.05,
-    "rate_budgets": (1.0, 2.0, 3.0, 4.0),
+    # rd-qat-rate: rd-qat with the rate term, a point per (budget, rate weight). The
+    # weight is the slope of the rate-distortion curve the phase trades along (squared
+    # error per coded bit, in the codec's units), so it picks the operating point: a
+    # sweep of weights at one budget traces the curve, as in learned image compression,
+    # where a sweep of budgets at one weight lands near one rate (AE-196 at 0.05: 0.25-0.30
+    # bpp for budgets 1-4). On held-out training images of AE-64
+    # (benchmarks/results/codec_rate_sweep_3.5bits.json and _4bits.json), weights
+    # 0.01-0.03 at 3.5 bits per unit landed at 0.20-0.26 bpp, 0.4-0.9 dB above the codec
+    # without fine-tuning, the gain still growing after 10 epochs; a budget of 4 was
+    # 0.1-0.2 dB lower than 3.5.
+    "rate_weights": (0.005, 0.01, 0.02, 0.05),
+    "rate_budgets": (3.5,),
+    "rate_epochs": 10,
     "jpeg_qualities": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     # q1-q4 fill the gap between q0 (0.41 bpp) and q5 (0.77 bpp), where a target compares.
     "webp_qualities": (0, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
@@ -104,8 +113,9 @@ QUICK = {
     "qat_budgets": (0.5, 2.0),
     "qat_epochs": 1,
     "qat_rows": 2_000,
-    "rate_weight": 0.05,
+    "rate_weights": (0.05,),
     "rate_budgets": (2.0,),
+    "rate_epochs": 1,
     "jpeg_qualities": (5, 20, 50, 90),
     "webp_qualities": (5, 20, 50, 90),
     "avif_qualities": (0, 20, 50),
@@ -148,7 +158,7 @@ def parse_args(argv=None):
         help="comma-separated codec variants: uniform (n_bits each, deflate), rd "
         "(rate-distortion allocation, auto coder), rd-qat (rd with quantization-aware "
         "fine-tuning; autoencoders only), rd-qat-rate (rd-qat with the rate term "
-        "rate_weight) (default: uniform,rd,rd-qat)",
+        "weights --rate-weights) (default: uniform,rd,rd-qat)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
@@ -166,12 +176,15 @@ def parse_args(argv=None):
         help="encoder layers for one code size, e.g. 30=256,30 (default: H&S sizes)",
     )
     parser.add_argument("--qat-epochs", type=int, help="quantization-aware fine-tuning epochs")
+    parser.add_argument("--rate-epochs", type=int,
+                        help="epochs of rd-qat-rate's fine-tuning (default 10; quick 1)")
     parser.add_argument("--qat-rows", type=int, help="training images used by rd-qat")
     parser.add_argument("--budgets", help="comma-separated rd budgets (coded bits per unit)")
     parser.add_argument("--qat-budgets", help="comma-separated rd-qat budgets")
     parser.add_argument("--rate-budgets", help="comma-separated rd-qat-rate budgets")
-    parser.add_argument("--rate-weight", type=float,
-                        help="rate term of rd-qat-rate (Codec's rate_weight; default 0.05)")
+    parser.add_argument("--rate-weights",
+                        help="comma-separated rate terms of rd-qat-rate (Codec's rate_weight; "
+                        "default 0.005,0.01,0.02,0.05)")
     parser.add_argument("--n-bits", help="comma-separated uniform bit depths")
     parser.add_argument(
         "--untimed", action="store_true",
@@ -214,11 +227,11 @@ def parse_args(argv=None):
         config["pretrain_epochs"] = budget.get("pretrain_epochs", config["pretrain_epochs"])
         config["max_iter"] = budget.get("epochs", config["max_iter"])
     for key in ("n_train", "n_test", "pretrain_epochs", "max_iter", "qat_epochs", "qat_rows",
-                "rate_weight"):
+                "rate_epochs"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     for key, kind in (("budgets", float), ("qat_budgets", float), ("rate_budgets", float),
-                      ("n_bits", int)):
+                      ("rate_weights", float), ("n_bits", int)):
         if getattr(args, key):
             config[key] = tuple(kind(v) for v in getattr(args, key).split(","))
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -309,7 +322,8 @@ def pca(size, X_train, seed):
 
 
 def codec_series(name, model, X_train, X_test, config, variant):
-    """Points of ``model`` through the codec ``variant`` (one per n_bits or budget).
+    """Points of ``model`` through the codec ``variant`` (one per n_bits or budget, and
+    per rate weight for ``rd-qat-rate``).
 
     The codecs of one series are fitted together (:func:`skdae.codec.fit_codecs`): the
     training codes, ranges and allocation tables are computed once for all budgets, and
@@ -326,6 +340,7 @@ def codec_series(name, model, X_train, X_test, config, variant):
     model.transform(X_test)
     transform_s = time.perf_counter() - start
     n_pixels = X_test.size
+    weights = (None,)
     if variant == "uniform":
         n_bits, params = config["n_bits"], dict(allocation="uniform", coder="zlib")
     elif variant == "rd":
@@ -333,14 +348,16 @@ def codec_series(name, model, X_train, X_test, config, variant):
     elif variant == "rd-qat":
         n_bits, params = config["qat_budgets"], dict(fine_tune_epochs=config["qat_epochs"])
     else:
-        n_bits, params = config["rate_budgets"], dict(fine_tune_epochs=config["qat_epochs"],
-                                                      rate_weight=config["rate_weight"])
+        n_bits, params = config["rate_budgets"], dict(fine_tune_epochs=config["rate_epochs"])
+        weights = config["rate_weights"]
     # Fine-tuning runs on the first qat_rows training images; ranges, allocation and
     # tables come from the same rows, so every variant is fitted on training data only.
     qat = variant in QAT_VARIANTS
     fit_rows = X_train[: config["qat_rows"]] if qat else X_train
     start = time.perf_counter()
-    codecs = fit_codecs(model, fit_rows, list(n_bits), **params)
+    codecs = [codec for weight in weights for codec in fit_codecs(
+        model, fit_rows, list(n_bits), **params,
+        **({} if weight is None else {"rate_weight": weight}))]
     fit_s = time.perf_counter() - start
     log(f"  {name}: {len(codecs)} codecs fitted together on {len(fit_rows)} training images "
         f"in {fit_s:.1f} s")
@@ -358,6 +375,7 @@ def codec_series(name, model, X_train, X_test, config, variant):
             {
                 "n_bits": codec.n_bits,
                 **{k: v for k, v in params.items() if k != "coder"},
+                **({"rate_weight": codec.rate_weight} if weights != (None,) else {}),
                 "coder": info.coder,
                 "bytes": len(data),
                 "bpp": info.bits_per_pixel,
@@ -373,7 +391,9 @@ def codec_series(name, model, X_train, X_test, config, variant):
         )
         p = points[-1]
         log(
-            f"  {name} n_bits={codec.n_bits}: {p['bpp']:.3f} bpp ({p['coder']}; per image "
+            f"  {name} n_bits={codec.n_bits}"
+            + (f" rate_weight={codec.rate_weight:g}" if weights != (None,) else "")
+            + f": {p['bpp']:.3f} bpp ({p['coder']}; per image "
             f"{p['bpp_per_image_payload']:.3f}), {p['psnr']:.2f} dB, "
             f"compress {compress_s:.2f} s"
         )
@@ -604,18 +624,20 @@ def check_targets(series):
 def print_table(series):
     """One row per point: bits per pixel of the archive or per file, per image without
     header (codec) or payload (anchors: file bits less a blank image's), and PSNR."""
-    print(f"{'series':<26} {'setting':>10} {'bpp':>7} {'payload':>8} {'coder':>6} {'PSNR dB':>8}")
+    print(f"{'series':<26} {'setting':>17} {'bpp':>7} {'payload':>8} {'coder':>6} {'PSNR dB':>8}")
     for s in series:
         for p in s["points"]:
             coder = ""
             if s["kind"] == "codec":
                 setting, bpp = f"{p['n_bits']:g} bits", p["bpp"]
+                if p.get("rate_weight"):
+                    setting += f" rw {p['rate_weight']:g}"
                 bare, coder = f"{p['bpp_per_image_payload']:.3f}", p["coder"]
             else:
                 setting = "lossless" if s["kind"] == "lossless" else f"q={p['quality']}"
                 bpp, bare = p["bpp_file"], f"{p['bpp_payload']:.3f}"
             db = "inf" if p["psnr"] is None else f"{p['psnr']:.2f}"
-            print(f"{s['name']:<26} {setting:>10} {bpp:>7.3f} {bare:>8} {coder:>6} {db:>8}")
+            print(f"{s['name']:<26} {setting:>17} {bpp:>7.3f} {bare:>8} {coder:>6} {db:>8}")
 
 
 def plot(series, path, title):
@@ -634,6 +656,8 @@ def plot(series, path, title):
         for s in series:
             pts = s["points"]
             if s["kind"] == "codec":
+                # A rate-weight sweep's points come per weight, not in order of rate.
+                pts = sorted(pts, key=lambda p: p[key])
                 marker = "o" if s["model"] == "autoencoder" else "s"
                 ax.plot([p[key] for p in pts], [p["psnr"] for p in pts],
                         styles.get(s["variant"], "-") + marker,
@@ -752,6 +776,8 @@ def main(argv=None):
         "sections": list(sections),
         "recipe": config["recipe"],
         "budgets": budgets,
+        **({"rate_weights": list(config["rate_weights"]), "rate_epochs": config["rate_epochs"]}
+           if "rd-qat-rate" in budgets else {}),
         **({"budgets_note": "budgets given on the command line: a codec runs at any "
             "budget, and these sample the envelopes more densely (chosen from the rates "
             "of an earlier run, never fitted on the test images)"}
