@@ -1,10 +1,13 @@
 """Deep autoencoder pretrained as a stack of RBMs, then fine-tuned by backprop.
 
-The estimator holds validation, initialisation and inference; the work is elsewhere:
-:mod:`skdae._network` (the flat parameter vector and its views), :mod:`skdae._linear_path`
-(the PCA path inside the network), :mod:`skdae._pretraining`
-(greedy CD training of the stack), :mod:`skdae._finetuning` (the backprop loop),
-:mod:`skdae._optimizers` and the Numba kernels in :mod:`skdae._kernels`.
+The estimator holds its parameters and public methods (fitting, inference, scoring),
+the storage and pickling of its fitted state and the start of fine-tuning; the work is
+elsewhere: :mod:`skdae._initialization` (the setup before training: resolved settings,
+the validation rows, the network's initial weights), :mod:`skdae._network` (the flat
+parameter vector and its views), :mod:`skdae._linear_path` (the PCA path inside the
+network), :mod:`skdae._pretraining` (greedy CD training of the stack),
+:mod:`skdae._finetuning` (the backprop loop), :mod:`skdae._schedule` (``partial_fit``'s
+schedule), :mod:`skdae._optimizers` and the Numba kernels in :mod:`skdae._kernels`.
 """
 
 from numbers import Integral, Real
@@ -20,32 +23,18 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import VisibleUnitsMixin, new_seed, stop_on_ctrl_c
+from ._base import VisibleUnitsMixin, stop_on_ctrl_c
 from ._finetuning import FineTuner
-from ._linear_path import LinearPathMixin, principal_axes
-from ._network import (
-    activation_kinds,
-    check_fitted_state,
-    forward,
-    glorot,
-    layer_views,
-    make_layout,
-    unroll,
-    unrolled_sizes,
-)
-from ._pretraining import pretrain_stack
+from ._initialization import InitializationMixin
+from ._linear_path import LinearPathMixin
+from ._network import activation_kinds, check_fitted_state, forward, layer_views, make_layout
 from ._schedule import reset_schedule, schedule_step
-from ._stream import Holdout, SparseRows
 from .augment import RandomDeformation
-
-# Stream name of pretraining epochs under the fit's seed (fine-tuning uses 1, the
-# partial_fit schedule 2).
-_PRETRAIN_STREAM = 0
 
 
 class RBMStackAutoencoder(
-    LinearPathMixin, VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-    BaseEstimator,
+    InitializationMixin, LinearPathMixin, VisibleUnitsMixin, ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin, BaseEstimator,
 ):
     """Deep autoencoder pretrained greedily as a stack of RBMs and fine-tuned by backprop.
 
@@ -491,75 +480,6 @@ class RBMStackAutoencoder(
                 self._fine_tune(data, 1, stop, warn_max_iter=False)
         return self
 
-    def _initialize(self, data, rng, stop, validation, pretrain_now=True):
-        """Resolve the loss, hold out validation rows, build and (with ``pretrain_now``)
-        pretrain; the unrolled decoder starts from the RBMs' weights either way."""
-        sizes = unrolled_sizes(data.n_features, self._hidden_sizes())
-        dtype = data.dtype
-        self.loss_ = self._resolve_loss()
-        if validation:
-            data.holdout = self._holdout(data.n_samples, rng)
-        self._seed = new_seed(rng)
-        self._layer_sizes = sizes
-        self._code_units = self.code_units
-        layout = make_layout(sizes)
-        n_layers = len(sizes) // 2
-        self.pretrain_curves_ = [[] for _ in range(n_layers)]
-        self._pretrain_interrupted = False
-        if self.pretrain:
-            encoder = [
-                (rng.normal(0.0, self.init_std, (n_hid, n_vis)).astype(dtype),
-                 np.zeros(n_vis, dtype), np.zeros(n_hid, dtype))
-                for n_vis, n_hid in zip(sizes[:n_layers], sizes[1 : n_layers + 1])
-            ]
-        if self.pretrain and pretrain_now:
-            self.pretrain_curves_, self._pretrain_interrupted = pretrain_stack(
-                data, encoder, self._rbm_unit_types(n_layers), self._cd_settings,
-                self.pretrain_epochs, key=(self._seed, _PRETRAIN_STREAM), stop=stop,
-                n_jobs=self.n_jobs, verbose=self.verbose,
-            )
-        if not self.pretrain:
-            encoder = [
-                (glorot(rng, n_in, n_out, dtype).T, np.zeros(n_in, dtype),
-                 np.zeros(n_out, dtype))
-                for n_in, n_out in zip(sizes[:n_layers], sizes[1 : n_layers + 1])
-            ]
-        self.linear_path_ = self._resolve_linear_path()
-        self._set_parameter_vector(
-            unroll(encoder, layout, rng, dtype, decoder_from_encoder=self.pretrain)
-        )
-        self.components_ = principal_axes(data, sizes[n_layers]) if self.linear_path_ else None
-        self._start_linear_path()
-        validating = data.holdout is not None
-        self.loss_curve_ = []
-        self.validation_scores_ = [] if validating else None
-        self.best_loss_ = None if validating else np.inf
-        self.best_validation_score_ = -np.inf if validating else None
-        self._no_improvement_count = 0
-        self._optimizer_solver = None
-        self._optimizer_state = None
-        self.n_iter_ = 0
-        self.t_ = 0
-        reset_schedule(self, pretraining=False)
-
-    def _resolve_early_stopping(self, n_samples):
-        if self.early_stopping != "auto":
-            return bool(self.early_stopping)
-        # "auto" holds rows out only where there is something to hold out.
-        n_val = int(round(self.validation_fraction * n_samples))
-        return self._resolve_linear_path() and 1 <= n_val < n_samples
-
-    def _check_augmentation(self, data):
-        """Refuse ``augmentation`` on data it cannot deform, before any training."""
-        if self.augmentation is None:
-            return
-        if isinstance(data, SparseRows):
-            raise ValueError(
-                "augmentation deforms dense images; the training data are sparse. Pass a "
-                "dense array, or augmentation=None."
-            )
-        self.augmentation.resolve_shape(data.n_features)
-
     def _deformed(self, chunk, key):
         """A chunk of training rows (visible units) deformed by ``augmentation``, drawing
         from the random stream named by ``key``."""
@@ -570,64 +490,6 @@ class RBMStackAutoencoder(
         raw = chunk * self.scale_ + self.mean_
         return ((self.augmentation.deform(raw, rng) - self.mean_) / self.scale_).astype(
             chunk.dtype, copy=False)
-
-    def _resolve_loss(self):
-        if self.loss == "auto":
-            return "cross_entropy" if self.visible_units_ == "bernoulli" else "squared_error"
-        if self.loss == "cross_entropy" and self.visible_units_ != "bernoulli":
-            raise ValueError(
-                "loss='cross_entropy' needs Bernoulli visible units (data in [0, 1]); the "
-                f"training data resolved visible_units to {self.visible_units_!r}. Scale the "
-                "data to [0, 1] or use loss='squared_error'."
-            )
-        return self.loss
-
-    def _holdout(self, n_samples, rng):
-        """The early-stopping validation rows: ``validation_fraction`` of the rows, spread
-        over every chunk (see :class:`skdae._stream.Holdout`)."""
-        n_val = int(round(self.validation_fraction * n_samples))
-        if n_val < 1 or n_val >= n_samples:
-            raise ValueError(
-                f"early_stopping with validation_fraction={self.validation_fraction} "
-                f"leaves {n_val} validation and {n_samples - n_val} training samples "
-                f"out of {n_samples}; both need at least one. Give more data or "
-                "change validation_fraction."
-            )
-        return Holdout(n_samples, n_val, rng)
-
-    def _hidden_sizes(self):
-        hidden = np.atleast_1d(np.asarray(self.hidden_layer_sizes))
-        if hidden.ndim != 1 or hidden.size == 0 or not np.issubdtype(hidden.dtype, np.integer):
-            raise ValueError(
-                "hidden_layer_sizes must be a non-empty sequence of positive ints (the "
-                f"encoder's layer sizes, the last being the code size); got "
-                f"{self.hidden_layer_sizes!r}."
-            )
-        if (hidden < 1).any():
-            raise ValueError(f"hidden_layer_sizes must be positive, got {self.hidden_layer_sizes!r}.")
-        return [int(h) for h in hidden]
-
-    def _rbm_unit_types(self, n_layers):
-        """``(visible, hidden)`` unit types of each RBM of the stack."""
-        return [
-            (self.visible_units_ if layer == 0 else "bernoulli",
-             "linear" if layer == n_layers - 1 and self.code_units == "linear" else "bernoulli")
-            for layer in range(n_layers)
-        ]
-
-    def _cd_settings(self, visible, hidden):
-        """CDTrainer settings of a pretraining RBM with these unit types."""
-        linear_side = visible == "gaussian" or hidden == "linear"
-        return dict(
-            cd_steps=self.cd_steps,
-            learning_rate=(self.pretrain_learning_rate_linear if linear_side
-                           else self.pretrain_learning_rate),
-            initial_momentum=self.pretrain_initial_momentum,
-            momentum=self.pretrain_momentum,
-            momentum_switch_epoch=self.pretrain_momentum_switch_epoch,
-            weight_decay=self.pretrain_weight_decay,
-            batch_size=self.batch_size,
-        )
 
     def _fine_tune(self, data, epochs, stop, *, warn_max_iter):
         self._fine_tuner(data).run(data, epochs, stop, warn_max_iter=warn_max_iter)

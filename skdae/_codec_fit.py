@@ -8,7 +8,8 @@ ranges and bits (:func:`fit_quantizer`), optionally quantization-aware fine-tuni
 copy of an autoencoder (:func:`quantization_aware_fine_tune`, with the rate term's
 exchange rate from :func:`loss_per_squared_error`), then the per-unit frequency tables
 (:func:`fit_tables`). The codec class itself (:mod:`skdae.codec`) holds the parameters,
-the checks of its fitted state and everything that turns samples into bytes and back.
+the checks of its fitted state and the way from samples to archives and back, with the
+levels' byte coding in :mod:`skdae._codec_bytes`.
 """
 
 import copy

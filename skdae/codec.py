@@ -15,8 +15,11 @@ trades coded bits for distortion (``rate_weight``).
 The archive format is described in :mod:`skdae._archive`; :func:`archive_info` reads a
 header without the model. How a codec is fitted (the scan of the training codes, the bit
 allocation, the frequency tables, quantization-aware fine-tuning with its rate term) is
-in :mod:`skdae._codec_fit`; this module holds the estimator, the checks of its fitted
-state, and the coding of samples to bytes and back.
+in :mod:`skdae._codec_fit`; how quantized levels become payload bytes and back (rANS
+under the tables, deflate / LZMA on the bit-packed levels, the ``"auto"`` choice) is in
+:mod:`skdae._codec_bytes`. This module holds the estimator, the checks of its fitted
+state and of an archive's header against it, and the way from samples to levels
+(``transform``, quantization) and from levels back to samples.
 
 Measured on the 10,000 MNIST test codes (benchmarks/rate_distortion.py): the rANS coder
 under the learned tables is smaller than deflate on unit-major packed bits at every
@@ -40,6 +43,7 @@ from ._archive import (  # noqa: F401  (MAGIC: part of the public module)
     CorruptArchiveError,
     ModelMismatchError,
 )
+from ._codec_bytes import decode_levels, encode_levels
 from ._codec_fit import fit_together
 from ._state_checks import n_features_out
 
@@ -548,38 +552,6 @@ class Codec(BaseEstimator):
 
     # -- bytes -------------------------------------------------------------------------
 
-    def _rans_tables(self):
-        """The kernels' view of the tables: levels, offsets, frequencies, cumulative."""
-        bits = self.unit_bits_
-        offsets, _ = _rate.table_offsets(bits)
-        freq = np.ascontiguousarray(self.frequencies_)
-        return np.left_shift(1, bits), offsets, freq, _rate.cumulative(freq, bits)
-
-    def _coders(self):
-        if self.coder != "auto":
-            return [self.coder]
-        return (["rans"] if self.frequencies_ is not None else []) + ["zlib"]
-
-    def _encode_levels(self, levels):
-        """``(coder, payload)``: the levels coded by each candidate coder, the smallest."""
-        best = None
-        for coder in self._coders():
-            if coder == "rans":
-                from ._kernels._rans import rans_encode
-
-                n_coded = int(np.count_nonzero(self.unit_bits_))
-                out = np.empty(2 * levels.shape[0] * n_coded + 16, np.uint8)
-                start = rans_encode(np.ascontiguousarray(levels, np.uint16), *self._rans_tables(),
-                                    out)
-                if start < 0:
-                    raise ValueError("levels outside the codec's tables")
-                payload = out[start:].tobytes()
-            else:
-                payload = _archive.encode_bytes(_archive.pack(levels, self.unit_bits_), coder)
-            if best is None or len(payload) < len(best[1]):
-                best = (coder, payload)
-        return best
-
     def _levels(self, X):
         """Quantized levels of all samples of ``X`` (already checked by _flatten)."""
         levels = np.empty((X.shape[0], self.n_units_), self._level_dtype())
@@ -610,7 +582,8 @@ class Codec(BaseEstimator):
         n = X.shape[0]
         if n >= 1 << 32:
             raise ValueError("at most 2**32 - 1 samples fit in one archive")
-        coder, payload = self._encode_levels(self._levels(X))
+        coder, payload = encode_levels(self._levels(X), self.unit_bits_, self.frequencies_,
+                                       self.coder)
         bits = self.unit_bits_
         return _archive.write(coder, int(bits.max()), shape, self.n_units_, n, int(bits.sum()),
                               bytes.fromhex(self.fingerprint), payload)
@@ -642,12 +615,7 @@ class Codec(BaseEstimator):
         self._check_usable()
         info, payload = _archive.parse(data)
         self._check_archive_matches(info)
-        bits = self.unit_bits_
-        if info.coder == "rans":
-            levels = self._decode_rans(payload, info)
-        else:
-            raw = _archive.decode_bytes(payload, info.coder, info.raw_code_bytes)
-            levels = _archive.unpack(raw, info.count, bits)
+        levels = decode_levels(payload, info, self.unit_bits_, self.frequencies_)
         return self.dequantize(levels), info
 
     def _check_archive_matches(self, info):
@@ -681,27 +649,6 @@ class Codec(BaseEstimator):
             )
         if info.coder == "rans" and self.frequencies_ is None:
             raise CorruptArchiveError("a rans archive for a codec without frequency tables")
-
-    def _decode_rans(self, payload, info):
-        from ._kernels._rans import DECODE_OK, DECODE_TRUNCATED, rans_decode
-
-        n_levels, offsets, freq, cum = self._rans_tables()
-        # No sample costs fewer bits than its units' likeliest levels: a header declaring
-        # more samples than the bytes can hold is refused before anything is allocated.
-        max_f = np.maximum.reduceat(freq, offsets).astype(np.float64)
-        min_bits = float(np.sum(_rate.PROB_BITS - np.log2(max_f)))
-        if info.count * min_bits > 8 * len(payload) + 64:
-            raise CorruptArchiveError(
-                f"archive declares {info.count} samples, more than its {len(payload)} bytes "
-                "of rans data can hold"
-            )
-        levels = np.empty((info.count, self.n_units_), np.uint16)
-        status = rans_decode(np.frombuffer(payload, np.uint8), n_levels, offsets, freq, cum,
-                             levels)
-        if status != DECODE_OK:
-            what = "ends early" if status == DECODE_TRUNCATED else "does not end where it must"
-            raise CorruptArchiveError(f"corrupt rans data: the stream {what}")
-        return levels
 
     def decompress(self, data):
         """Decompress an archive made by :meth:`compress` with this codec.
@@ -763,7 +710,8 @@ class Codec(BaseEstimator):
         self._check_usable()
         X, _ = self._flatten(X)
         levels = self._levels(X)
-        return np.array([len(self._encode_levels(levels[i : i + 1])[1])
+        return np.array([len(encode_levels(levels[i : i + 1], self.unit_bits_,
+                                           self.frequencies_, self.coder)[1])
                          for i in range(levels.shape[0])], np.int64)
 
 
