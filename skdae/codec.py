@@ -207,7 +207,12 @@ class Codec(BaseEstimator):
         reconstructions from the samples) to the squared error, both of the quantized
         reconstructions of training samples before fine-tuning, an average exchange
         rate. The rate term only changes training: the archive format and the coder
-        (its tables are learned from the fine-tuned codes) are the same.
+        (its tables are learned from the fine-tuned codes) are the same. ``lambda`` is
+        the slope of the trade, so it chooses where the codec lands on its curve, and
+        ``n_bits`` only caps it: trace a curve by sweeping ``lambda`` at one budget (on
+        held-out MNIST training images, a 784-1000-500-250-64 autoencoder at 3.5 bits
+        per unit and 10 epochs: 0.01, 0.02 and 0.03 gave 0.26, 0.22 and 0.20 bits per
+        pixel, 0.4, 0.7 and 0.9 dB above the codec without fine-tuning at those rates).
     fine_tune_learning_rate : float or None, default=None
         Step size of quantization-aware fine-tuning (needs ``fine_tune_epochs``); None
         is a tenth of the model's ``learning_rate``. The phase starts from weights that
@@ -217,7 +222,9 @@ class Codec(BaseEstimator):
         below the codec without fine-tuning at the same rate, a tenth of it within
         0.12 dB of it (0.8-1.2 dB above with ``rate_weight=0.05``), and a hundredth
         moved too little (0.5-0.7 dB above with the rate term). Raise it for a model far
-        from converged.
+        from converged, or for a long phase with a rate term (there, at
+        ``rate_weight=0.015`` and 3.5 bits per unit, 30 epochs at 3e-4 gained 1.11 dB
+        against 0.87 dB at the default 1e-4, still rising).
 
     Attributes
     ----------
