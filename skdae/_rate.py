@@ -18,8 +18,10 @@ make the coded bytes identical on every CPU and BLAS.
 
 import numpy as np
 
-from ._kernels._rans import PROB_BITS
-
+# Precision of the frequency tables: each unit's frequencies sum to 2**PROB_BITS. Defined
+# here, with the tables, and read by the rANS kernels, so that the codec's modules import
+# no kernel (and so not Numba) until a payload is coded.
+PROB_BITS = 16
 PROB_TOTAL = 1 << PROB_BITS
 # Most levels a unit may have for table-driven coding: 4096 frequencies of at least 1 out
 # of 65536 leave more than 93 % of the mass to the levels that occur.

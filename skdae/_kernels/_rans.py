@@ -14,9 +14,9 @@ frequency >= 1, each unit summing to ``2**PROB_BITS``) before they reach a kerne
 
 import numpy as np
 
+from .._rate import PROB_BITS
 from ._jit import njit
 
-PROB_BITS = 16
 RANS_L = 1 << 23
 # Status codes of rans_decode (the caller turns them into CorruptArchiveError).
 DECODE_OK = 0
