@@ -351,7 +351,9 @@ def codec_series(name, model, X_train, X_test, config, variant):
     model.transform(X_test)
     transform_s = time.perf_counter() - start
     n_pixels = X_test.size
-    weights = (None,)
+    # rd-qat-rate: one codec per budget and rate weight; the others take no weight.
+    sweep = variant == "rd-qat-rate"
+    weights = config["rate_weights"] if sweep else (None,)
     if variant == "uniform":
         n_bits, params = config["n_bits"], dict(allocation="uniform", coder="zlib")
     elif variant == "rd":
@@ -362,7 +364,6 @@ def codec_series(name, model, X_train, X_test, config, variant):
         n_bits, params = config["rate_budgets"], dict(
             fine_tune_epochs=config["rate_epochs"],
             fine_tune_learning_rate=config["rate_learning_rate"])
-        weights = config["rate_weights"]
     # Fine-tuning runs on the first qat_rows training images; ranges, allocation and
     # tables come from the same rows, so every variant is fitted on training data only.
     qat = variant in QAT_VARIANTS
@@ -388,7 +389,7 @@ def codec_series(name, model, X_train, X_test, config, variant):
             {
                 "n_bits": codec.n_bits,
                 **{k: v for k, v in params.items() if k != "coder"},
-                **({"rate_weight": codec.rate_weight} if weights != (None,) else {}),
+                **({"rate_weight": codec.rate_weight} if sweep else {}),
                 "coder": info.coder,
                 "bytes": len(data),
                 "bpp": info.bits_per_pixel,
@@ -405,7 +406,7 @@ def codec_series(name, model, X_train, X_test, config, variant):
         p = points[-1]
         log(
             f"  {name} n_bits={codec.n_bits}"
-            + (f" rate_weight={codec.rate_weight:g}" if weights != (None,) else "")
+            + (f" rate_weight={codec.rate_weight:g}" if sweep else "")
             + f": {p['bpp']:.3f} bpp ({p['coder']}; per image "
             f"{p['bpp_per_image_payload']:.3f}), {p['psnr']:.2f} dB, "
             f"compress {compress_s:.2f} s"

@@ -199,7 +199,7 @@ def quantization_aware_fine_tune(codec, X, codes, on_epoch=None):
     epochs = codec.fine_tune_epochs
     # The weights kept are the best epoch's, the start's included, on the codec's own
     # objective: fine-tuning never ends worse than not fine-tuning on these samples.
-    rows = X2[:: max(1, -(-X2.shape[0] // OBJECTIVE_ROWS))]
+    rows = _spaced_rows(X2, OBJECTIVE_ROWS)
     best = (objective(codec, ae, rows), ae._params.copy())
     # Every epoch asked for runs: the copy's early-stopping rule was tuned for its own
     # (unquantized) loss, whose noise it would mistake for convergence.
@@ -220,6 +220,11 @@ def quantization_aware_fine_tune(codec, X, codes, on_epoch=None):
     finally:
         ae.n_iter_no_change = patience
     ae._params[...] = best[1]
+
+
+def _spaced_rows(X, n_rows):
+    """At most about ``n_rows`` evenly spaced rows of ``X`` (a view where ``X`` allows)."""
+    return X[:: max(1, -(-X.shape[0] // n_rows))]
 
 
 def quantized_reconstruction(codec, ae, rows):
@@ -243,12 +248,10 @@ def objective(codec, ae, rows):
     err = recon - target
     value = float(np.einsum("ij,ij->", err, err)) / len(rows)
     if codec.rate_weight > 0:
-        total = 0.0
-        for j in range(levels.shape[1]):
-            counts = np.bincount(levels[:, j].astype(np.int64))
-            p = counts[counts > 0] / len(rows)
-            total -= float(np.sum(p * np.log2(p)))
-        value += codec.rate_weight * total
+        # Every unit's histogram sums to len(rows): the sum of the units' entropies.
+        counts = _rate.level_counts(levels, codec.unit_bits_)
+        p = counts[counts > 0] / len(rows)
+        value -= codec.rate_weight * float(np.sum(p * np.log2(p)))
     return value
 
 
@@ -259,8 +262,8 @@ def loss_per_squared_error(codec, ae, X2):
     training samples."""
     if ae.loss_ == "squared_error" and ae.visible_units_ != "gaussian":
         return 1.0
-    _, recon, rows = quantized_reconstruction(
-        codec, ae, np.asarray(X2[:: max(1, -(-X2.shape[0] // EXCHANGE_ROWS))]))
+    _, recon, rows = quantized_reconstruction(codec, ae,
+                                              np.asarray(_spaced_rows(X2, EXCHANGE_ROWS)))
     err = recon - rows
     squared = float(np.sum(err * err))
     if ae.loss_ == "cross_entropy":
