@@ -17,8 +17,9 @@ header without the model. How a codec is fitted (the scan of the training codes,
 allocation, the frequency tables, quantization-aware fine-tuning with its rate term) is
 in :mod:`skdae._codec_fit`; how quantized levels become payload bytes and back (rANS
 under the tables, deflate / LZMA on the bit-packed levels, the ``"auto"`` choice) is in
-:mod:`skdae._codec_bytes`. This module holds the estimator, the checks of its fitted
-state and of an archive's header against it, and the way from samples to levels
+:mod:`skdae._codec_bytes`; the check of its fitted state (a model file's arrays before
+any kernel reads them) is in :mod:`skdae._codec_state`. This module holds the estimator,
+the check of an archive's header against it, and the way from samples to levels
 (``transform``, quantization) and from levels back to samples.
 
 Measured on the 10,000 MNIST test codes (benchmarks/rate_distortion.py): the rANS coder
@@ -36,7 +37,7 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _archive, _rate
+from . import _archive, _codec_state, _rate
 from ._archive import (  # noqa: F401  (MAGIC: part of the public module)
     MAGIC,
     ArchiveInfo,
@@ -45,7 +46,6 @@ from ._archive import (  # noqa: F401  (MAGIC: part of the public module)
 )
 from ._codec_bytes import decode_levels, encode_levels
 from ._codec_fit import fit_together
-from ._state_checks import n_features_out
 
 __all__ = [
     "ArchiveInfo",
@@ -63,15 +63,6 @@ for _cls in (ArchiveInfo, CorruptArchiveError, ModelMismatchError):
 FORMAT_VERSION = _archive.FORMAT_VERSION
 CODERS = ("auto", "rans", "zlib", "lzma", "none")
 _MAX_NDIM = _archive.MAX_NDIM
-# What fit stores as code_dtype_ (np.dtype(...).str) for float32 and float64 codes.
-_CODE_DTYPES = {np.dtype(np.float32).str, np.dtype(np.float64).str}
-# Fitted attributes of a format-1 codec; the others came with archive format 2.
-_V1_ATTRIBUTES = ("code_min_", "code_max_", "code_dtype_", "n_features_in_")
-
-
-def _is_count(value):
-    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
-
 
 # Samples encoded at a time by fit and compress: an out-of-core input (a memmap, Zarr,
 # h5py, Dask array) is never loaded whole; only its quantized levels are kept.
@@ -332,78 +323,9 @@ class Codec(BaseEstimator):
         return self.model if model is None else model
 
     def _check_fitted_state(self):
-        """Refuse fitted state that does not fit together (it may come from a model file).
-
-        Checks the ranges (finite float64 arrays of one length, ``min <= max``), the bit
-        allocation and frequency tables (their sizes, and every table summing to
-        ``2**16`` with no zero entry, so the rANS kernels stay in bounds), the code dtype,
-        ``n_features_in_``, and that they agree with the model (``model_`` when there is
-        one): it is fitted, takes ``n_features_in_`` values and outputs as many code units
-        as there are ranges (where the model says so). An unfitted codec passes.
-
-        Raises
-        ------
-        ValueError
-            Naming the attribute at fault.
-        """
-        self._check_n_bits()
-        names = [*_V1_ATTRIBUTES, "unit_bits_", "frequencies_", "model_"]
-        present = [name for name in names if hasattr(self, name)]
-        if not present:
-            return
-        if len(present) != len(names):
-            self._state_error(f"missing {', '.join(sorted(set(names) - set(present)))}")
-        lo, hi = self.code_min_, self.code_max_
-        for name, value in (("code_min_", lo), ("code_max_", hi)):
-            if not isinstance(value, np.ndarray) or value.dtype != np.float64:
-                self._state_error(f"{name} is not a float64 array")
-            if value.ndim != 1 or value.size == 0:
-                self._state_error(f"{name} has shape {value.shape}, not (n_units,)")
-            if not np.isfinite(value).all():
-                self._state_error(f"{name} holds non-finite values")
-        if lo.shape != hi.shape:
-            self._state_error(f"code_min_ {lo.shape} and code_max_ {hi.shape} differ in length")
-        with np.errstate(over="ignore"):
-            if not (np.isfinite(hi - lo).all() and (lo <= hi).all()):
-                self._state_error("code ranges are not finite intervals (min <= max)")
-        bits = self.unit_bits_
-        if not isinstance(bits, np.ndarray) or bits.dtype != np.int64 or bits.shape != lo.shape:
-            self._state_error(f"unit_bits_ is not an int64 array of shape {lo.shape}")
-        if bits.min() < 0 or bits.max() > 16 or bits.sum() == 0:
-            self._state_error("unit_bits_ outside 0..16, or no unit has a bit")
-        if self.allocation == "uniform" and not (bits == self.n_bits).all():
-            self._state_error(f"unit_bits_ are not all n_bits={self.n_bits} (uniform)")
-        if self.frequencies_ is not None:
-            if bits.max() > _rate.MAX_TABLE_BITS:
-                self._state_error(f"frequency tables for units of more than "
-                                  f"{_rate.MAX_TABLE_BITS} bits")
-            problem = _rate.check_tables(self.frequencies_, bits)
-            if problem:
-                self._state_error(problem)
-        elif self.coder == "rans":
-            self._state_error("coder='rans' but no frequency tables")
-        dtype = self.code_dtype_
-        if not isinstance(dtype, str) or dtype not in _CODE_DTYPES:
-            self._state_error(f"code_dtype_ is {dtype!r}, not float32 or float64")
-        n_features = self.n_features_in_
-        if not _is_count(n_features):
-            self._state_error(f"n_features_in_ is {n_features!r}, not a positive int")
-        fine_tuned = self.model_
-        if fine_tuned is not None and not hasattr(fine_tuned, "inverse_transform"):
-            self._state_error("model_ is neither None nor a model")
-        model = self._model()
-        if isinstance(model, BaseEstimator):
-            check_is_fitted(model)
-        model_in = getattr(model, "n_features_in_", None)
-        if _is_count(model_in) and model_in != n_features:
-            self._state_error(
-                f"n_features_in_={n_features} but the model takes {model_in} features"
-            )
-        model_out = n_features_out(model)
-        if model_out is not None and model_out != lo.size:
-            self._state_error(
-                f"{lo.size} code ranges but the model outputs {model_out} code units"
-            )
+        """Refuse fitted state that does not fit together (it may come from a model file):
+        :func:`skdae._codec_state.check_fitted_state`."""
+        _codec_state.check_fitted_state(self)
 
     def _check_usable(self):
         """Fitted, with valid parameters and consistent fitted state."""
@@ -444,11 +366,6 @@ class Codec(BaseEstimator):
                 "fine-tuning, but fine_tune_epochs=0; set fine_tune_epochs, or "
                 "fine_tune_learning_rate=None"
             )
-
-    def _state_error(self, problem):
-        raise ValueError(
-            f"the codec's fitted state is inconsistent: {problem} (damaged model file?)"
-        )
 
     def _flatten(self, X, check_features=True):
         """Return ``(X, sample shape)``, ``X`` still of shape ``(n_samples, *shape)``:
@@ -553,7 +470,7 @@ class Codec(BaseEstimator):
             return None
         legacy = copy.copy(self)
         for name in list(vars(legacy)):
-            if name.endswith("_") and not name.startswith("_") and name not in _V1_ATTRIBUTES:
+            if name.endswith("_") and not name.startswith("_") and name not in _codec_state.V1_ATTRIBUTES:
                 delattr(legacy, name)
         return fingerprint(legacy).hex()
 
