@@ -9,7 +9,8 @@ held-out training rows ``--held-out`` (never the test set) at ``--n-bits`` coded
 unit (rate-distortion allocation), for each combination of
 
 * ``fine_tune_learning_rate`` (``--learning-rates``),
-* ``fine_tune_method`` (``--methods``) and ``rate_weight`` (``--rate-weights``),
+* ``fine_tune_method`` (``--methods``), ``rate_weight`` (``--rate-weights``) and
+  ``fine_tune_loss`` (``--losses``),
 
 beside the codec without fine-tuning at several budgets (``--envelope-budgets``: its
 envelope; ``gain_db`` is a point's PSNR less the envelope's at the same rate). The
@@ -50,6 +51,10 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rates", default="1e-3,1e-4,1e-5")
     parser.add_argument("--methods", default="straight_through,noise")
     parser.add_argument("--rate-weights", default="0,0.05")
+    parser.add_argument("--decorrelate", action="store_true",
+                        help="Codec(decorrelate=True): every codec, the envelope's too")
+    parser.add_argument("--losses", default="model",
+                        help="comma-separated fine_tune_loss values (model, squared_error)")
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_qat_learning_rate.json")
     parser.add_argument("--merge", action="store_true", help="add to --out's runs")
     return parser.parse_args(argv)
@@ -87,14 +92,16 @@ def gain(point, envelope):
     return point["psnr"] - float(np.interp(point["bpp"], rates, [p["psnr"] for p in envelope]))
 
 
-def run_phase(model, X_fit, X_val, n_bits, epochs, lr, method, rate_weight, envelope):
+def run_phase(model, X_fit, X_val, n_bits, epochs, lr, method, rate_weight, envelope,
+              loss="model", decorrelate=False):
     """One codec fit; the held-out point after every epoch (and the kept weights')."""
     from skdae import _codec_fit
     from skdae.codec import Codec
 
     curve = []
     codec = Codec(model, n_bits=n_bits, fine_tune_epochs=epochs, fine_tune_method=method,
-                  rate_weight=rate_weight, fine_tune_learning_rate=lr)
+                  rate_weight=rate_weight, fine_tune_learning_rate=lr, fine_tune_loss=loss,
+                  decorrelate=decorrelate)
     original = _codec_fit.quantization_aware_fine_tune
 
     def on_epoch(epoch, ae):
@@ -121,7 +128,8 @@ def run_phase(model, X_fit, X_val, n_bits, epochs, lr, method, rate_weight, enve
     seconds = time.perf_counter() - start
     final = evaluate(codec, X_fit, X_val)
     final["gain_db"] = gain(final, envelope)
-    return {"learning_rate": lr, "method": method, "rate_weight": rate_weight,
+    return {"learning_rate": lr, "method": method, "rate_weight": rate_weight, "loss": loss,
+            "decorrelate": decorrelate,
             "epochs": epochs, "curve": curve,
             "final": final, "seconds": seconds}
 
@@ -145,7 +153,7 @@ def main(argv=None):
 
     budgets = sorted({args.n_bits, *(float(v) for v in args.envelope_budgets.split(","))})
     envelope = []
-    for codec in fit_codecs(model, X_fit, budgets):
+    for codec in fit_codecs(model, X_fit, budgets, decorrelate=args.decorrelate):
         envelope.append({"n_bits": codec.n_bits, **evaluate(codec, X_fit, X_val)})
         log(f"no fine-tuning, n_bits={codec.n_bits:g}: {envelope[-1]['bpp']:.4f} bpp, "
             f"{envelope[-1]['psnr']:.2f} dB")
@@ -155,12 +163,15 @@ def main(argv=None):
     for lr in (float(v) for v in args.learning_rates.split(",")):
         for method in args.methods.split(","):
             for rate_weight in (float(v) for v in args.rate_weights.split(",")):
-                log(f"lr={lr:g} {method} rate_weight={rate_weight:g} epochs={args.epochs}")
-                result = run_phase(model, X_fit, X_val, args.n_bits, args.epochs, lr, method,
-                                   rate_weight, envelope)
-                log(f"  kept: {result['final']['bpp']:.4f} bpp, "
-                    f"{result['final']['psnr']:.2f} dB ({result['seconds']:.0f} s)")
-                runs.append(result)
+                for loss in args.losses.split(","):
+                    log(f"lr={lr:g} {method} rate_weight={rate_weight:g} loss={loss} "
+                        f"epochs={args.epochs}")
+                    result = run_phase(model, X_fit, X_val, args.n_bits, args.epochs, lr,
+                                       method, rate_weight, envelope, loss,
+                                       args.decorrelate)
+                    log(f"  kept: {result['final']['bpp']:.4f} bpp, "
+                        f"{result['final']['psnr']:.2f} dB ({result['seconds']:.0f} s)")
+                    runs.append(result)
     report = {
         "description": "quantization-aware fine-tuning of a converged autoencoder's codec "
         "(rd allocation) by step size, method and rate term: fitted on "
@@ -174,6 +185,7 @@ def main(argv=None):
                   "learning_rate_schedule": model.learning_rate_schedule,
                   "solver": model.solver},
         "fit_rows": args.fit_rows, "held_out": args.held_out, "n_bits": args.n_bits,
+        "decorrelate": args.decorrelate,
         "no_fine_tuning": base,
         "no_fine_tuning_envelope": envelope,
         "runs": runs,
@@ -191,7 +203,8 @@ def main(argv=None):
     print(f"no fine-tuning: {base['bpp']:.4f} bpp {base['psnr']:.2f} dB")
     for r in runs:
         print(f"lr={r['learning_rate']:g} "
-              f"{r['method']} rw={r['rate_weight']:g} E={r['epochs']}: "
+              f"{r['method']} rw={r['rate_weight']:g} {r.get('loss', 'model')} "
+              f"E={r['epochs']}: "
               + " ".join(f"{p['psnr']:.2f}@{p['bpp']:.3f}" for p in r["curve"])
               + f" -> {r['final']['bpp']:.4f} bpp {r['final']['psnr']:.2f} dB, "
               f"gain {r['final']['gain_db']}")

@@ -98,6 +98,9 @@ FULL = {
     "rate_budgets": (3.5,),
     "rate_epochs": 30,
     "rate_learning_rate": 3e-4,
+    # rd-qat-rate's fine_tune_loss: "model" (cross-entropy for these Bernoulli-input
+    # networks) or "squared_error", the error PSNR counts (--rate-loss).
+    "rate_loss": "model",
     "jpeg_qualities": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     # q1-q4 fill the gap between q0 (0.41 bpp) and q5 (0.77 bpp), where a target compares.
     "webp_qualities": (0, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
@@ -123,6 +126,7 @@ QUICK = {
     "rate_budgets": (2.0,),
     "rate_epochs": 1,
     "rate_learning_rate": None,
+    "rate_loss": "model",
     "jpeg_qualities": (5, 20, 50, 90),
     "webp_qualities": (5, 20, 50, 90),
     "avif_qualities": (0, 20, 50),
@@ -189,6 +193,15 @@ def parse_args(argv=None):
     parser.add_argument("--rate-learning-rate", type=float,
                         help="rd-qat-rate's fine_tune_learning_rate (default 3e-4; quick: the "
                         "codec's default, a tenth of the model's)")
+    parser.add_argument("--rate-loss", choices=("model", "squared_error"),
+                        help="rd-qat-rate's fine_tune_loss (default model: the network's "
+                        "own loss)")
+    parser.add_argument("--decorrelate", action="store_true",
+                        help="the autoencoders' codecs rotate the codes to their principal "
+                        "axes (Codec(decorrelate=True)); PCA's are uncorrelated already")
+    parser.add_argument("--label",
+                        help="added to the autoencoder series' names, e.g. '200 epochs', "
+                        "so that --merge keeps the series of another model of the same size")
     parser.add_argument("--qat-rows", type=int, help="training images used by rd-qat")
     parser.add_argument("--budgets", help="comma-separated rd budgets (coded bits per unit)")
     parser.add_argument("--qat-budgets", help="comma-separated rd-qat budgets")
@@ -238,7 +251,7 @@ def parse_args(argv=None):
         config["pretrain_epochs"] = budget.get("pretrain_epochs", config["pretrain_epochs"])
         config["max_iter"] = budget.get("epochs", config["max_iter"])
     for key in ("n_train", "n_test", "pretrain_epochs", "max_iter", "qat_epochs", "qat_rows",
-                "rate_epochs", "rate_learning_rate"):
+                "rate_epochs", "rate_learning_rate", "rate_loss"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     for key, kind in (("budgets", float), ("qat_budgets", float), ("rate_budgets", float),
@@ -258,6 +271,7 @@ def parse_args(argv=None):
         config["hidden"][int(size)] = tuple(int(v) for v in layers.split(","))
     config["code_units"] = args.code_units
     config["seed"] = args.seed
+    config["decorrelate"] = args.decorrelate
     if args.out_dir is None:
         args.out_dir = args.cache_dir / "quick" if args.quick else RESULTS
     return args, config
@@ -340,6 +354,7 @@ def codec_series(name, model, X_train, X_test, config, variant):
     training codes, ranges and allocation tables are computed once for all budgets, and
     each codec is the one ``Codec(model, n_bits=b, ...).fit`` gives.
     """
+    from skdae import RBMStackAutoencoder
     from skdae._metrics import psnr
     from skdae.codec import archive_info, fit_codecs
 
@@ -363,11 +378,14 @@ def codec_series(name, model, X_train, X_test, config, variant):
     else:
         n_bits, params = config["rate_budgets"], dict(
             fine_tune_epochs=config["rate_epochs"],
-            fine_tune_learning_rate=config["rate_learning_rate"])
+            fine_tune_learning_rate=config["rate_learning_rate"],
+            fine_tune_loss=config["rate_loss"])
     # Fine-tuning runs on the first qat_rows training images; ranges, allocation and
     # tables come from the same rows, so every variant is fitted on training data only.
     qat = variant in QAT_VARIANTS
     fit_rows = X_train[: config["qat_rows"]] if qat else X_train
+    if config.get("decorrelate") and isinstance(model, RBMStackAutoencoder):
+        params["decorrelate"] = True
     start = time.perf_counter()
     codecs = [codec for weight in weights for codec in fit_codecs(
         model, fit_rows, list(n_bits), **params,
@@ -748,6 +766,8 @@ def main(argv=None):
                 if variant in QAT_VARIANTS and kind != "autoencoder":
                     continue
                 name = f"{'AE' if kind == 'autoencoder' else 'PCA'}-{size} {variant}"
+                if args.label and kind == "autoencoder":
+                    name += f" ({args.label})"
                 log(name)
                 result = codec_series(name, model, X_train, X_test, config, variant)
                 series.append({"name": name, "kind": "codec", "model": kind, "code_size": size,
@@ -791,9 +811,12 @@ def main(argv=None):
                                                                      if argv is None else argv),
         "sections": list(sections),
         "recipe": config["recipe"],
+        **({"decorrelate": True} if config["decorrelate"] else {}),
+        **({"label": args.label} if args.label else {}),
         "budgets": budgets,
         **({"rate_weights": list(config["rate_weights"]), "rate_epochs": config["rate_epochs"],
-            "rate_learning_rate": config["rate_learning_rate"]}
+            "rate_learning_rate": config["rate_learning_rate"],
+            "rate_loss": config["rate_loss"]}
            if "rd-qat-rate" in budgets else {}),
         **({"budgets_note": "budgets given on the command line: a codec runs at any "
             "budget, and these sample the envelopes more densely (chosen from the rates "

@@ -97,6 +97,9 @@ def cmd_train(args):
     if args.fine_tune_learning_rate is not None and not args.fine_tune_epochs:
         raise ValueError("--fine-tune-learning-rate is the step of quantization-aware "
                          "fine-tuning: give --fine-tune-epochs too")
+    if args.fine_tune_loss != "model" and not args.fine_tune_epochs:
+        raise ValueError("--fine-tune-loss is the loss of quantization-aware fine-tuning: "
+                         "give --fine-tune-epochs too")
     X, mode = read_samples(args.inputs, limit=args.limit, progress=not args.quiet)
     shape = X.shape[1:]
     X2 = X.reshape(len(X), -1)
@@ -117,7 +120,8 @@ def cmd_train(args):
         raise ValueError("--fine-tune-epochs takes a count >= 0, for --model autoencoder only")
     codec = Codec(model, n_bits=args.n_bits, allocation=args.allocation, coder=args.coder,
                   fine_tune_epochs=args.fine_tune_epochs, rate_weight=args.rate_weight,
-                  fine_tune_learning_rate=args.fine_tune_learning_rate).fit(X2)
+                  fine_tune_learning_rate=args.fine_tune_learning_rate,
+                  fine_tune_loss=args.fine_tune_loss, decorrelate=args.decorrelate).fit(X2)
     metadata = {
         _METADATA_KEY: {
             "sample_shape": list(shape),
@@ -465,6 +469,19 @@ def add_parser(subparsers):
         metavar="RATE",
         help="with --fine-tune-epochs: the step size of that fine-tuning (default: a "
         "tenth of the network's learning rate, as it starts from converged weights)",
+    )
+    train.add_argument(
+        "--decorrelate",
+        action="store_true",
+        help="autoencoder: rotate the codec's copy of the network to the principal axes of "
+        "its codes before quantizing them (uncorrelated units cost fewer bits)",
+    )
+    train.add_argument(
+        "--fine-tune-loss",
+        choices=("model", "squared_error"),
+        default="model",
+        help="with --fine-tune-epochs: the loss of that fine-tuning; squared_error is the "
+        "error PSNR counts (default: model, the network's own loss)",
     )
     train.add_argument(
         "--limit", type=_positive_int, metavar="N", help="train on the first N samples only"

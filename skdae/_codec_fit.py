@@ -45,9 +45,9 @@ class TrainingCodes:
     depth (:func:`_rate.allocation_tables`) are built on the first :meth:`allocate`.
     """
 
-    def __init__(self, codec, X):
-        self.model = codec.model
-        self.lo, self.hi, self.sample, self.dtype = scan(codec, X, codec.model)
+    def __init__(self, codec, X, model):
+        self.model = model
+        self.lo, self.hi, self.sample, self.dtype = scan(codec, X, model)
         self._tables = None
 
     def allocate(self, budget):
@@ -83,19 +83,79 @@ def fit_together(codecs, X):
                 )
             check_is_fitted(codec.model)
     X, shape = codecs[0]._flatten(X, check_features=False)
-    training = TrainingCodes(codecs[0], X)
+    # Settings other than n_bits are shared, so one rotated copy serves every codec.
+    source = decorrelated_copy(codecs[0], X) if codecs[0].decorrelate else codecs[0].model
+    training = TrainingCodes(codecs[0], X, source)
     for codec in codecs:
         fit_quantizer(codec, training, shape)
     plain = []
     for codec in codecs:
         if codec.fine_tune_epochs > 0:
-            codec.model_ = copy.deepcopy(codec.model)
+            codec.model_ = copy.deepcopy(source)
             quantization_aware_fine_tune(codec, X, training.sample)
             fit_tables([codec], X)
         else:
+            if source is not codec.model:
+                codec.model_ = copy.deepcopy(source)
             plain.append(codec)
     if plain:
         fit_tables(plain, X)
+
+
+def decorrelated_copy(codec, X):
+    """A copy of ``codec.model`` whose code units are the principal axes of its codes of
+    ``X``, by decreasing variance: the same network in another basis of its code space.
+
+    The codes are rotated by the orthogonal matrix ``R`` of the eigenvectors of their
+    covariance (each row's largest entry made positive, so the basis is deterministic),
+    folded into the weights: the layer into the code maps to ``codes @ R.T`` and the
+    first decoder layer reads ``z @ R`` (the linear path's ``components_`` turn with
+    them), so reconstructions are unchanged up to rounding. Units quantized one by one
+    cost fewer bits when they are uncorrelated (transform coding's KLT); the allocation
+    then gives the high-variance axes the bits. The copy's optimiser state is dropped:
+    its moments belong to the old basis, and fine-tuning starts afresh.
+    """
+    from ._autoencoder import RBMStackAutoencoder
+
+    model = codec.model
+    if type(model) is not RBMStackAutoencoder:
+        raise ValueError(
+            f"decorrelate=True rotates an RBMStackAutoencoder's code layer; the model is a "
+            f"{type(model).__name__} (a PCA's codes are uncorrelated already): use "
+            "decorrelate=False"
+        )
+    check_is_fitted(model)
+    if model._code_units != "linear":
+        raise ValueError(
+            f"decorrelate=True rotates the code layer, which needs linear code units; the "
+            f"model has code_units={model._code_units!r}, whose squashing a rotation would "
+            "change: refit with code_units='linear', or use decorrelate=False"
+        )
+    total, outer, n = 0.0, 0.0, 0
+    for _, codes in codec._code_blocks(X, model):
+        codes = codes.astype(np.float64)
+        total = total + codes.sum(axis=0)
+        outer = outer + codes.T @ codes
+        n += codes.shape[0]
+    mean = total / n
+    covariance = outer / n - np.outer(mean, mean)
+    variances, vectors = np.linalg.eigh(covariance)
+    rotation = vectors[:, np.argsort(variances)[::-1]].T
+    k = rotation.shape[0]
+    rotation *= np.sign(rotation[np.arange(k), np.argmax(np.abs(rotation), axis=1)])[:, None]
+    ae = copy.deepcopy(model)
+    code_layer = len(ae.coefs_) // 2 - 1
+    dtype = ae._params.dtype
+    ae.coefs_[code_layer][...] = (ae.coefs_[code_layer].astype(np.float64) @ rotation.T).astype(dtype)
+    ae.intercepts_[code_layer][...] = (
+        ae.intercepts_[code_layer].astype(np.float64) @ rotation.T).astype(dtype)
+    ae.coefs_[code_layer + 1][...] = (
+        rotation @ ae.coefs_[code_layer + 1].astype(np.float64)).astype(dtype)
+    if ae.linear_path_:
+        ae.components_ = np.ascontiguousarray(
+            (rotation @ ae.components_.astype(np.float64)).astype(ae.components_.dtype))
+    ae._optimizer_state, ae._optimizer_solver, ae.t_ = None, None, 0
+    return ae
 
 
 def fit_tables(codecs, X):
@@ -176,6 +236,12 @@ def quantization_aware_fine_tune(codec, X, codes, on_epoch=None):
     # converged weights.
     ae.set_params(learning_rate=float(rate), learning_rate_schedule="constant",
                   augmentation=None)
+    if codec.fine_tune_loss == "squared_error" and ae.loss_ != "squared_error":
+        # A new objective: the optimiser's moments (and Adam's bias correction, which
+        # counts steps from t_) were of the other loss's gradients.
+        ae.set_params(loss="squared_error")
+        ae.loss_ = "squared_error"
+        ae._optimizer_state, ae._optimizer_solver, ae.t_ = None, None, 0
     X2 = np.asarray(X).reshape(X.shape[0], -1)
     data = ae._training_rows(X2, reset=False)
     # The copy's bookkeeping tracked the unquantized loss: start the count afresh.

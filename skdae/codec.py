@@ -217,6 +217,31 @@ class Codec(BaseEstimator):
         ``rate_weight=0.015`` and 3.5 bits per unit, 30 epochs at 3e-4 gained 1.11 dB
         against 0.87 dB at the default 1e-4, still rising).
 
+    fine_tune_loss : {"model", "squared_error"}, default="model"
+        Loss of quantization-aware fine-tuning (needs ``fine_tune_epochs``).
+        ``"model"``: the model's own fine-tuning loss (``loss_``). ``"squared_error"``:
+        the codec's distortion measure, the squared error of the reconstructions in the
+        input's units (what PSNR counts), whatever the model was trained on; when that
+        is not the model's loss, the phase starts its optimiser afresh (the model's
+        moment estimates are of the other loss's gradients) and the copy records the
+        new ``loss``. A model trained with cross-entropy, as Bernoulli visible units are
+        by default, spends part of its capacity on pixels near 0 and 1 that squared
+        error hardly counts.
+    decorrelate : bool, default=False
+        Rotate the code space of a copy of the model (an
+        :class:`~skdae.RBMStackAutoencoder` with ``code_units="linear"``) to the
+        principal axes of its codes of the samples given to :meth:`fit`, before anything
+        else is fitted: the copy (:attr:`model_`) is the same network in another basis
+        (the rotation is folded into the layers on either side of the code, so its
+        reconstructions are the model's up to rounding), and its units are uncorrelated,
+        sorted by decreasing variance. Units quantized and coded one by one waste bits
+        on correlated codes; the rotation is transform coding's Karhunen-Loeve transform
+        of the codes, and the allocation then gives the high-variance axes the bits. With
+        ``fine_tune_epochs``, fine-tuning runs on the rotated copy, its optimiser started
+        afresh. On held-out MNIST training images, a 784-1000-500-250-48 autoencoder's
+        codec gained 0.6 dB at 0.21 bits per pixel, 0.3 dB at 0.25 and 0.05 dB at 0.34
+        (the user guide's compression page has the measurements).
+
     Attributes
     ----------
     code_min_ : ndarray of shape (n_units,)
@@ -229,8 +254,9 @@ class Codec(BaseEstimator):
         Each unit's integer frequency table (``2**unit_bits_[j]`` entries summing to
         ``2**16``), concatenated; None when a unit has more than 12 bits.
     model_ : estimator or None
-        The fine-tuned copy of ``model`` that the codec uses, or None when it uses
-        ``model`` itself (``fine_tune_epochs=0``).
+        The copy of ``model`` that the codec uses (fine-tuned, rotated by
+        ``decorrelate``, or both), or None when it uses ``model`` itself
+        (``fine_tune_epochs=0`` and ``decorrelate=False``).
     code_dtype_ : str
         dtype of the model's codes; dequantized codes are cast to it.
     n_features_in_ : int
@@ -263,16 +289,19 @@ class Codec(BaseEstimator):
         "fine_tune_method": [StrOptions({"noise", "straight_through"})],
         "rate_weight": [Interval(Real, 0, np.inf, closed="left")],
         "fine_tune_learning_rate": [Interval(Real, 0, np.inf, closed="neither"), None],
+        "fine_tune_loss": [StrOptions({"model", "squared_error"})],
+        "decorrelate": ["boolean"],
     }
     # Left out of fingerprints at these values: a format-1 codec had none of them and
     # behaved as they say, so its archives keep matching it (see _legacy_fingerprint).
     _params_added_after_v1 = {"allocation": "uniform", "fine_tune_epochs": 0,
                               "fine_tune_method": "straight_through", "rate_weight": 0.0,
-                              "fine_tune_learning_rate": None}
+                              "fine_tune_learning_rate": None, "fine_tune_loss": "model",
+                              "decorrelate": False}
 
     def __init__(self, model, *, n_bits=8, allocation="rate_distortion", coder="auto",
                  fine_tune_epochs=0, fine_tune_method="straight_through", rate_weight=0.0,
-                 fine_tune_learning_rate=None):
+                 fine_tune_learning_rate=None, fine_tune_loss="model", decorrelate=False):
         self.model = model
         self.n_bits = n_bits
         self.allocation = allocation
@@ -281,6 +310,8 @@ class Codec(BaseEstimator):
         self.fine_tune_method = fine_tune_method
         self.rate_weight = rate_weight
         self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.fine_tune_loss = fine_tune_loss
+        self.decorrelate = decorrelate
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -365,6 +396,12 @@ class Codec(BaseEstimator):
                 f"fine_tune_learning_rate={rate!r} is the step size of quantization-aware "
                 "fine-tuning, but fine_tune_epochs=0; set fine_tune_epochs, or "
                 "fine_tune_learning_rate=None"
+            )
+        if self.fine_tune_loss != "model" and self.fine_tune_epochs == 0:
+            raise ValueError(
+                f"fine_tune_loss={self.fine_tune_loss!r} is the loss of quantization-aware "
+                "fine-tuning, but fine_tune_epochs=0; set fine_tune_epochs, or "
+                "fine_tune_loss='model'"
             )
 
     def _flatten(self, X, check_features=True):

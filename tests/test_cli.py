@@ -107,11 +107,13 @@ def test_train_with_quantization_aware_fine_tuning_and_rate_term(mnist, tmp_path
     model = tmp_path / "qat.skdae"
     assert run("train", mnist["train"], "--limit", N_TRAIN, "-q", "-o", model, *TINY_AE,
                "--n-bits", 2, "--fine-tune-epochs", 1, "--rate-weight", 0.05,
-               "--fine-tune-learning-rate", 2e-4) == 0
+               "--fine-tune-learning-rate", 2e-4, "--fine-tune-loss", "squared_error",
+               "--decorrelate") == 0
     codec = load(model)
     assert codec.fine_tune_epochs == 1 and codec.rate_weight == 0.05
     assert codec.fine_tune_learning_rate == 2e-4 and codec.model_.learning_rate == 2e-4
-    assert codec.model_ is not None
+    assert codec.fine_tune_loss == "squared_error" and codec.model_.loss_ == "squared_error"
+    assert codec.model.loss_ == "cross_entropy" and codec.decorrelate
 
 
 def test_info(models, mnist, tmp_path, capsys):
@@ -185,6 +187,10 @@ def test_runtime_errors_exit_1(models, mnist, tmp_path, capsys):
     _assert_fails_cleanly(capsys, "train", mnist["test"], "--rate-weight", 0.1, "-o", out)
     _assert_fails_cleanly(capsys, "train", mnist["test"], "--fine-tune-learning-rate", 1e-4,
                           "-o", out)
+    _assert_fails_cleanly(capsys, "train", mnist["test"], "--fine-tune-loss", "squared_error",
+                          "-o", out)
+    _assert_fails_cleanly(capsys, "train", mnist["test"], "--model", "pca", "--n-components",
+                          5, "--decorrelate", "-o", out)
     _assert_fails_cleanly(
         capsys, "train", tmp_path / "small.npy", "--model", "pca", "--n-components", 50,
         "-o", out,
@@ -215,6 +221,7 @@ def test_wrong_images_exit_1(models, tmp_path, capsys, pil_image):
         ["train", "x", "-o", "y", "--rate-weight", "nan"],
         ["train", "x", "-o", "y", "--fine-tune-learning-rate", "0"],
         ["train", "x", "-o", "y", "--fine-tune-learning-rate", "inf"],
+        ["train", "x", "-o", "y", "--fine-tune-loss", "l1"],
         ["compress", "model"],
         ["decompress", "model", "archive"],
         ["decompress", "m", "a", "-o", "d", "--format", "gif"],

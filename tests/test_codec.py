@@ -60,8 +60,9 @@ def autoencoder(X):
 
 
 def _expected(codec, X):
-    """What decompress must return: inverse_transform of the dequantized codes."""
-    model = codec.model
+    """What decompress must return: inverse_transform of the dequantized codes (through
+    the codec's copy of the model when it has one)."""
+    model = codec._model()
     codes = model.transform(X.reshape(len(X), -1))
     return model.inverse_transform(codec.dequantize(codec.quantize(codes))).reshape(X.shape)
 
@@ -659,6 +660,157 @@ def test_bad_fine_tune_learning_rate(autoencoder, X):
     with pytest.raises(ValueError, match="fine_tune_learning_rate=0.001 is the step size.*"
                        "fine_tune_epochs=0"):
         Codec(autoencoder, n_bits=2, fine_tune_learning_rate=1e-3).fit(X)
+
+
+@pytest.mark.parametrize("rate_weight", [0.0, 0.01])
+def test_squared_error_fine_tuning_of_a_cross_entropy_model(autoencoder, X, tmp_path,
+                                                            rate_weight):
+    """``fine_tune_loss="squared_error"`` fine-tunes a cross-entropy model's copy on the
+    squared error (the copy records the loss; the model keeps its own), from a fresh
+    optimiser state, and lowers the training samples' quantized squared error below the
+    cross-entropy phase's at the same settings; the parameter is saved with the codec and,
+    at its default, left out of the fingerprint."""
+    from skdae import load, save
+    from skdae._codec_fit import quantized_reconstruction
+    from skdae._persist import _Encoder
+
+    assert autoencoder.loss_ == "cross_entropy"
+    flat = X.reshape(len(X), -1)
+    settings = dict(n_bits=2, allocation="uniform", fine_tune_epochs=8,
+                    fine_tune_learning_rate=1e-3, rate_weight=rate_weight)
+    model_loss = Codec(autoencoder, **settings).fit(X)
+    squared = Codec(autoencoder, **settings, fine_tune_loss="squared_error").fit(X)
+    assert squared.model_.loss == squared.model_.loss_ == "squared_error"
+    assert model_loss.model_.loss_ == autoencoder.loss_ == "cross_entropy"
+    assert autoencoder.loss == "auto"
+    # A fresh phase: the copy's step count is the phase's own (Adam's bias correction).
+    assert 0 < squared.model_.t_ < model_loss.model_.t_
+
+    def error(codec):
+        _, recon, target = quantized_reconstruction(codec, codec.model_, flat)
+        return np.sum((recon - target) ** 2) / len(flat)
+
+    assert error(squared) < error(model_loss), (error(squared), error(model_loss))
+    save(squared, tmp_path / "codec.skdae")
+    loaded = load(tmp_path / "codec.skdae")
+    assert loaded.fine_tune_loss == "squared_error"
+    assert loaded.fingerprint == squared.fingerprint
+    np.testing.assert_array_equal(loaded.decompress(squared.compress(X[:5])),
+                                  squared.decompress(squared.compress(X[:5])))
+    encode = _Encoder(fingerprint=True).encode_estimator
+    assert "fine_tune_loss" not in encode(model_loss)["params"]
+    assert "fine_tune_loss" in encode(squared)["params"]
+
+
+def test_squared_error_fine_tuning_of_a_squared_error_model_is_the_model_loss(X):
+    """On a model trained on squared error, ``fine_tune_loss="squared_error"`` is the
+    model's own loss: the same phase, optimiser state carried over, same weights."""
+    from skdae import RBMStackAutoencoder
+
+    flat = X.reshape(len(X), -1)
+    ae = RBMStackAutoencoder((32, 6), pretrain_epochs=2, max_iter=10, learning_rate=3e-3,
+                             batch_size=20, loss="squared_error", n_jobs=1,
+                             random_state=0).fit(flat)  # fmt: skip
+    settings = dict(n_bits=2, allocation="uniform", fine_tune_epochs=2)
+    a = Codec(ae, **settings).fit(X)
+    b = Codec(ae, **settings, fine_tune_loss="squared_error").fit(X)
+    np.testing.assert_array_equal(a.model_._params, b.model_._params)
+    assert a.model_.t_ == b.model_.t_ > ae.t_
+
+
+def test_bad_fine_tune_loss(autoencoder, X):
+    with pytest.raises(ValueError, match="fine_tune_loss"):
+        Codec(autoencoder, n_bits=2, fine_tune_epochs=1, fine_tune_loss="l1").fit(X)
+    with pytest.raises(ValueError, match="fine_tune_loss='squared_error' is the loss.*"
+                       "fine_tune_epochs=0"):
+        Codec(autoencoder, n_bits=2, fine_tune_loss="squared_error").fit(X)
+
+
+def test_decorrelate_rotates_a_copy_to_the_principal_axes_of_its_codes(autoencoder, X,
+                                                                        tmp_path):
+    """``decorrelate=True``: the copy's codes of the training samples are uncorrelated,
+    by decreasing variance, its reconstructions are the model's up to rounding, the model
+    given is unchanged; the codec is saved and loaded with its copy, the parameter left
+    out of the fingerprint at its default."""
+    from skdae import load, save
+    from skdae._persist import _Encoder
+
+    flat = X.reshape(len(X), -1)
+    params = autoencoder._params.copy()
+    codec = Codec(autoencoder, n_bits=3, decorrelate=True).fit(X)
+    assert codec.model_ is not None and codec.model_ is not autoencoder
+    np.testing.assert_array_equal(autoencoder._params, params)
+    codes = codec.model_.transform(flat).astype(np.float64)
+    correlation = np.corrcoef(codes, rowvar=False)
+    # The fixture's codes are strongly correlated to begin with (a few degrees of freedom).
+    before = np.corrcoef(autoencoder.transform(flat), rowvar=False)
+    assert np.abs(before - np.eye(len(before))).max() > 0.5
+    np.testing.assert_allclose(correlation, np.eye(len(correlation)), atol=1e-3)
+    assert np.all(np.diff(codes.var(axis=0)) <= 0)
+    np.testing.assert_allclose(codec.model_.inverse_transform(codec.model_.transform(flat)),
+                               autoencoder.inverse_transform(autoencoder.transform(flat)),
+                               atol=1e-5)
+    assert codec.model_._optimizer_state is None and codec.model_.t_ == 0
+    data = codec.compress(X[:7])
+    np.testing.assert_array_equal(codec.decompress(data), _expected(codec, X[:7]))
+    save(codec, tmp_path / "codec.skdae")
+    loaded = load(tmp_path / "codec.skdae")
+    assert loaded.decorrelate and loaded.fingerprint == codec.fingerprint
+    np.testing.assert_array_equal(loaded.decompress(data), codec.decompress(data))
+    encode = _Encoder(fingerprint=True).encode_estimator
+    assert "decorrelate" in encode(codec)["params"]
+    assert "decorrelate" not in encode(Codec(autoencoder, n_bits=3).fit(X))["params"]
+
+
+def test_decorrelated_codes_cost_fewer_bits(autoencoder, X):
+    """On the fixture's correlated codes, the decorrelated codec at 1 bit per unit is
+    both smaller and closer to held-out samples than the codec of the codes as they are
+    at 1.5 bits per unit."""
+    held_out = _images(seed=1)
+    rotated = Codec(autoencoder, n_bits=1, decorrelate=True).fit(X)
+    plain = Codec(autoencoder, n_bits=1.5).fit(X)
+    sizes, errors = [], []
+    for codec in (rotated, plain):
+        data = codec.compress(held_out)
+        sizes.append(len(data))
+        errors.append(np.sum((codec.decompress(data) - held_out) ** 2) / len(held_out))
+    assert sizes[0] < sizes[1] and errors[0] < errors[1], (sizes, errors)
+
+
+def test_decorrelate_with_the_linear_path_and_fine_tuning():
+    """A network with the linear path turns its ``components_`` with the code layer
+    (reconstructions unchanged); fine-tuning then runs on the rotated copy."""
+    from skdae import RBMStackAutoencoder
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(300, 3))
+    X = (latent @ rng.normal(size=(3, 12)) + 0.1 * rng.normal(size=(300, 12))).astype(np.float32)
+    ae = RBMStackAutoencoder((16, 4), pretrain_epochs=2, max_iter=5, batch_size=30,
+                             n_jobs=1, random_state=0).fit(X)  # fmt: skip
+    assert ae.linear_path_
+    codec = Codec(ae, n_bits=4, decorrelate=True).fit(X)
+    rotated = codec.model_
+    assert not np.allclose(rotated.components_, ae.components_)
+    np.testing.assert_allclose(rotated.inverse_transform(rotated.transform(X)),
+                               ae.inverse_transform(ae.transform(X)), atol=1e-4)
+    tuned = Codec(ae, n_bits=4, decorrelate=True, fine_tune_epochs=2).fit(X)
+    assert tuned.model_.t_ > 0 and tuned.model_.n_iter_ == ae.n_iter_ + 2
+    np.testing.assert_allclose(tuned.model_.components_, rotated.components_)
+
+
+def test_decorrelate_needs_an_autoencoder_with_linear_codes(pca, X):
+    from skdae import RBMStackAutoencoder
+
+    with pytest.raises(ValueError, match="decorrelate=True rotates an RBMStackAutoencoder.*"
+                       "PCA"):
+        Codec(pca, n_bits=2, decorrelate=True).fit(X)
+    flat = X.reshape(len(X), -1)
+    squashed = RBMStackAutoencoder((16, 4), code_units="sigmoid", pretrain_epochs=1,
+                                   max_iter=2, n_jobs=1, random_state=0).fit(flat)
+    with pytest.raises(ValueError, match="code_units='sigmoid'.*code_units='linear'"):
+        Codec(squashed, n_bits=2, decorrelate=True).fit(X)
+    with pytest.raises(ValueError, match="decorrelate"):
+        Codec(pca, n_bits=2, decorrelate="yes").fit(X)
 
 
 def test_fit_codecs_bad_arguments(pca, X):
