@@ -70,7 +70,7 @@ def test_demo_digits_end_to_end(tmp_path, capsys, pil_image):
 
     # The bytes view: both models through the same codec near a quarter bit per pixel.
     coded = _bytes_table(text)
-    assert list(coded) == ["autoencoder", f"PCA-{CODE}"]
+    assert list(coded) == ["autoencoder", "autoencoder, decorrelated", f"PCA-{CODE}"]
     for bpp, db, per_image in coded.values():
         assert 0.1 < bpp < 0.6 and db > 10
         assert per_image == pytest.approx(bpp * 64 / 8, abs=0.06)  # printed rounded
