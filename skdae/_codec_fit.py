@@ -2,8 +2,10 @@
 quantization-aware fine-tuning of a copy of the model.
 
 :func:`fit_together` is what :meth:`Codec.fit <skdae.codec.Codec.fit>` and
-:func:`~skdae.codec.fit_codecs` run: one scan of the training codes
-(:class:`TrainingCodes`: ranges, dtype, a subsample for the bit allocation), each codec's
+:func:`~skdae.codec.fit_codecs` run: with ``decorrelate``, first a copy of the
+autoencoder turned to its codes' principal axes (:func:`decorrelated_copy`); one scan of
+the training codes (:class:`TrainingCodes`: ranges, dtype, a subsample for the bit
+allocation), each codec's
 ranges and bits (:func:`fit_quantizer`), optionally quantization-aware fine-tuning of a
 copy of an autoencoder (:func:`quantization_aware_fine_tune`, with the rate term's
 exchange rate from :func:`loss_per_squared_error`), then the per-unit frequency tables
@@ -145,17 +147,27 @@ def decorrelated_copy(codec, X):
     rotation *= np.sign(rotation[np.arange(k), np.argmax(np.abs(rotation), axis=1)])[:, None]
     ae = copy.deepcopy(model)
     code_layer = len(ae.coefs_) // 2 - 1
-    dtype = ae._params.dtype
-    ae.coefs_[code_layer][...] = (ae.coefs_[code_layer].astype(np.float64) @ rotation.T).astype(dtype)
-    ae.intercepts_[code_layer][...] = (
-        ae.intercepts_[code_layer].astype(np.float64) @ rotation.T).astype(dtype)
-    ae.coefs_[code_layer + 1][...] = (
-        rotation @ ae.coefs_[code_layer + 1].astype(np.float64)).astype(dtype)
+
+    def turned(array, into_code):
+        # In float64, back to the array's dtype: codes @ R.T into the code, R @ W out of it.
+        wide = array.astype(np.float64)
+        return (wide @ rotation.T if into_code else rotation @ wide).astype(array.dtype)
+
+    # In place: coefs_ and intercepts_ are views of the parameter vector.
+    ae.coefs_[code_layer][...] = turned(ae.coefs_[code_layer], True)
+    ae.intercepts_[code_layer][...] = turned(ae.intercepts_[code_layer], True)
+    ae.coefs_[code_layer + 1][...] = turned(ae.coefs_[code_layer + 1], False)
     if ae.linear_path_:
-        ae.components_ = np.ascontiguousarray(
-            (rotation @ ae.components_.astype(np.float64)).astype(ae.components_.dtype))
-    ae._optimizer_state, ae._optimizer_solver, ae.t_ = None, None, 0
+        ae.components_ = np.ascontiguousarray(turned(ae.components_, False))
+    _restart_optimizer(ae)
     return ae
+
+
+def _restart_optimizer(ae):
+    """Drop ``ae``'s optimiser state, as before its first epoch: after a change of basis
+    or of loss its moments (and Adam's bias correction, which counts steps from ``t_``)
+    describe gradients the network no longer has."""
+    ae._optimizer_state, ae._optimizer_solver, ae.t_ = None, None, 0
 
 
 def fit_tables(codecs, X):
@@ -237,11 +249,9 @@ def quantization_aware_fine_tune(codec, X, codes, on_epoch=None):
     ae.set_params(learning_rate=float(rate), learning_rate_schedule="constant",
                   augmentation=None)
     if codec.fine_tune_loss == "squared_error" and ae.loss_ != "squared_error":
-        # A new objective: the optimiser's moments (and Adam's bias correction, which
-        # counts steps from t_) were of the other loss's gradients.
         ae.set_params(loss="squared_error")
         ae.loss_ = "squared_error"
-        ae._optimizer_state, ae._optimizer_solver, ae.t_ = None, None, 0
+        _restart_optimizer(ae)
     X2 = np.asarray(X).reshape(X.shape[0], -1)
     data = ae._training_rows(X2, reset=False)
     # The copy's bookkeeping tracked the unquantized loss: start the count afresh.
