@@ -123,3 +123,48 @@ def save_error_curves(fig, ax, xlabel, name):
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / name, dpi=80)
     plt.close(fig)
+
+
+# ------------------------------------------------ codec studies on held-out training rows
+
+
+def log(message):
+    """Progress on stderr, so that stdout keeps the table."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def add_held_out_arguments(parser):
+    """The arguments every codec study on held-out training images takes: the model
+    file, the MNIST folder and the two ranges of training rows."""
+    parser.add_argument("--model", type=Path, required=True, help="autoencoder model file")
+    parser.add_argument("--data-home", help="folder with the MNIST IDX files")
+    parser.add_argument("--fit-rows", default="0:50000", help="training rows the codecs fit on")
+    parser.add_argument("--held-out", default="50000:60000", help="training rows to evaluate on")
+
+
+def held_out_split(args):
+    """``(model, X_fit, X_val)`` of a codec study: the model file and the training rows
+    ``--fit-rows`` and ``--held-out`` (``"a:b"``); the test set is never read."""
+    from skdae import load
+    from skdae.datasets import load_mnist
+
+    def rows(text):
+        a, b = (int(v) for v in text.split(":"))
+        return slice(a, b)
+
+    use_local_mnist()
+    train = load_mnist("train", data_home=args.data_home)
+    return load(args.model), train.data[rows(args.fit_rows)], train.data[rows(args.held_out)]
+
+
+def write_study(args, report):
+    """Write a study's ``report`` to ``args.out``; with ``args.merge``, after the runs
+    (and commands) already there."""
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        report["runs"] = previous["runs"] + report["runs"]
+        report["command"] = previous["command"] + " ; " + report["command"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -17,7 +17,6 @@ niced without the lock::
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,28 +26,18 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from _common import add_held_out_arguments, held_out_split, log, machine, write_study  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="autoencoder model file")
-    parser.add_argument("--data-home", help="folder with the MNIST IDX files")
-    parser.add_argument("--fit-rows", default="0:50000", help="training rows the codecs fit on")
-    parser.add_argument("--held-out", default="50000:60000", help="training rows to evaluate on")
+    add_held_out_arguments(parser)
     parser.add_argument("--budgets", default="3,3.5,4,4.5,5",
                         help="comma-separated n_bits (coded bits per unit)")
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_decorrelate.json")
     parser.add_argument("--merge", action="store_true", help="add to --out's runs")
     return parser.parse_args(argv)
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def rows(text):
-    a, b = (int(v) for v in text.split(":"))
-    return slice(a, b)
 
 
 def correlation_summary(codes):
@@ -67,18 +56,10 @@ def correlation_summary(codes):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from _common import machine, use_local_mnist
-
-    from skdae import load
     from skdae._metrics import psnr
     from skdae.codec import archive_info, fit_codecs
-    from skdae.datasets import load_mnist
 
-    use_local_mnist()
-    train = load_mnist("train", data_home=args.data_home)
-    X_fit, X_val = train.data[rows(args.fit_rows)], train.data[rows(args.held_out)]
-    model = load(args.model)
+    model, X_fit, X_val = held_out_split(args)
     budgets = [float(v) for v in args.budgets.split(",")]
     started = time.perf_counter()
     codes = model.transform(X_fit[:: max(1, len(X_fit) // 10000)]).astype(np.float64)
@@ -120,12 +101,7 @@ def main(argv=None):
         "machine": machine(),
         "timed": False,
     }
-    if args.merge and args.out.exists():
-        previous = json.loads(args.out.read_text())
-        report["runs"] = previous["runs"] + report["runs"]
-        report["command"] = previous["command"] + " ; " + report["command"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_study(args, report)
     print(f"{args.model.name}: units' largest |correlation| "
           f"{summary['max_abs_correlation']:.2f}, Gaussian bound "
           f"{summary['gaussian_bound_bits_per_sample']:.1f} bits per sample")

@@ -26,7 +26,6 @@ point also records the fraction of held-out codes outside the codec's ranges
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -36,14 +35,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from _common import add_held_out_arguments, held_out_split, log, machine, write_study  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="autoencoder model file")
-    parser.add_argument("--data-home", help="folder with the MNIST IDX files")
-    parser.add_argument("--fit-rows", default="0:50000", help="training rows the codec fits on")
-    parser.add_argument("--held-out", default="50000:60000", help="training rows to evaluate on")
+    add_held_out_arguments(parser)
     parser.add_argument("--n-bits", type=float, default=3.0, help="coded bits per unit (rd)")
     parser.add_argument("--envelope-budgets", default="2,2.5,3,3.5,4,5",
                         help="budgets of the codec without fine-tuning (its envelope)")
@@ -58,15 +56,6 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_qat_learning_rate.json")
     parser.add_argument("--merge", action="store_true", help="add to --out's runs")
     return parser.parse_args(argv)
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def rows(text):
-    a, b = (int(v) for v in text.split(":"))
-    return slice(a, b)
 
 
 def evaluate(codec, X_fit, X_val):
@@ -136,16 +125,7 @@ def run_phase(model, X_fit, X_val, n_bits, epochs, lr, method, rate_weight, enve
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from _common import machine, use_local_mnist
-
-    from skdae import load
-    from skdae.datasets import load_mnist
-
-    use_local_mnist()
-    train = load_mnist("train", data_home=args.data_home)
-    X_fit, X_val = train.data[rows(args.fit_rows)], train.data[rows(args.held_out)]
-    model = load(args.model)
+    model, X_fit, X_val = held_out_split(args)
     log(f"{args.model.name}: max_iter={model.max_iter}, n_iter_={model.n_iter_}, "
         f"learning_rate={model.learning_rate}, schedule={model.learning_rate_schedule}")
     started = time.perf_counter()
@@ -194,12 +174,7 @@ def main(argv=None):
         "machine": machine(),
         "timed": False,
     }
-    if args.merge and args.out.exists():
-        previous = json.loads(args.out.read_text())
-        report["runs"] = previous["runs"] + runs
-        report["command"] = previous["command"] + " ; " + report["command"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_study(args, report)
     print(f"no fine-tuning: {base['bpp']:.4f} bpp {base['psnr']:.2f} dB")
     for r in runs:
         print(f"lr={r['learning_rate']:g} "
