@@ -91,15 +91,15 @@ def cmd_train(args):
     from ._persist import save
     from .codec import Codec
 
-    if args.rate_weight and not args.fine_tune_epochs:
-        raise ValueError("--rate-weight acts through quantization-aware fine-tuning: give "
-                         "--fine-tune-epochs too")
-    if args.fine_tune_learning_rate is not None and not args.fine_tune_epochs:
-        raise ValueError("--fine-tune-learning-rate is the step of quantization-aware "
-                         "fine-tuning: give --fine-tune-epochs too")
-    if args.fine_tune_loss != "model" and not args.fine_tune_epochs:
-        raise ValueError("--fine-tune-loss is the loss of quantization-aware fine-tuning: "
-                         "give --fine-tune-epochs too")
+    if not args.fine_tune_epochs:
+        # Before the samples are read: the options of fine-tuning need it asked for.
+        for option, value, off in (("--rate-weight", args.rate_weight, 0.0),
+                                   ("--fine-tune-learning-rate", args.fine_tune_learning_rate,
+                                    None),
+                                   ("--fine-tune-loss", args.fine_tune_loss, "model")):
+            if value != off:
+                raise ValueError(f"{option} is a setting of quantization-aware fine-tuning: "
+                                 "give --fine-tune-epochs too")
     X, mode = read_samples(args.inputs, limit=args.limit, progress=not args.quiet)
     shape = X.shape[1:]
     X2 = X.reshape(len(X), -1)

@@ -116,6 +116,13 @@ def _flat_rows(X, r0, r1):
     return block.reshape(block.shape[0], -1)
 
 
+# What each setting of quantization-aware fine-tuning is, for the message when it is set
+# without fine_tune_epochs.
+_FINE_TUNING_ROLES = {"rate_weight": "the weight of a rate term in",
+                      "fine_tune_learning_rate": "the step size of",
+                      "fine_tune_loss": "the loss of"}
+
+
 class Codec(BaseEstimator):
     """Compress samples to bytes through the codes of a fitted transformer.
 
@@ -382,27 +389,18 @@ class Codec(BaseEstimator):
             )
 
     def _check_fine_tuning(self):
-        # Ranges are _parameter_constraints' (checked before any fit); these are the
-        # combinations the constraints cannot express.
-        weight = self.rate_weight
-        if weight > 0 and self.fine_tune_epochs == 0:
-            raise ValueError(
-                f"rate_weight={weight!r} acts through quantization-aware fine-tuning, but "
-                "fine_tune_epochs=0; set fine_tune_epochs, or rate_weight=0"
-            )
-        rate = self.fine_tune_learning_rate
-        if rate is not None and self.fine_tune_epochs == 0:
-            raise ValueError(
-                f"fine_tune_learning_rate={rate!r} is the step size of quantization-aware "
-                "fine-tuning, but fine_tune_epochs=0; set fine_tune_epochs, or "
-                "fine_tune_learning_rate=None"
-            )
-        if self.fine_tune_loss != "model" and self.fine_tune_epochs == 0:
-            raise ValueError(
-                f"fine_tune_loss={self.fine_tune_loss!r} is the loss of quantization-aware "
-                "fine-tuning, but fine_tune_epochs=0; set fine_tune_epochs, or "
-                "fine_tune_loss='model'"
-            )
+        # Ranges are _parameter_constraints' (checked before any fit); this is the
+        # combination they cannot express: a fine-tuning setting away from its "off"
+        # value (its default, as _params_added_after_v1 records) without fine-tuning.
+        if self.fine_tune_epochs:
+            return
+        for name, role in _FINE_TUNING_ROLES.items():
+            value, off = getattr(self, name), self._params_added_after_v1[name]
+            if value != off:
+                raise ValueError(
+                    f"{name}={value!r} is {role} quantization-aware fine-tuning, but "
+                    f"fine_tune_epochs=0; set fine_tune_epochs, or {name}={off!r}"
+                )
 
     def _flatten(self, X, check_features=True):
         """Return ``(X, sample shape)``, ``X`` still of shape ``(n_samples, *shape)``:
