@@ -8,9 +8,14 @@ and scores them on the held-out training rows ``--held-out`` (never the test set
 per pixel of one archive and PSNR, and the decorrelated codec's gain at equal rate (its
 PSNR less the plain codec's curve, interpolated, at its rate). It also reports how
 correlated the codes are (the largest and mean absolute correlation between units) and
-the Gaussian bound on the bits per sample a decorrelation can save. The model file is
-one of the rate-distortion benchmark's cache (``--model``). Quality only: not timed, run
-niced without the lock::
+the Gaussian bound on the bits per sample a decorrelation can save, the network's own
+PSNR on the held-out rows (float codes) and each curve's PSNR at ``--at-bpp``
+(interpolated), which compares networks at one rate. The model file is
+one of the rate-distortion benchmark's cache (``--model``). The held-out rows are new to the
+codecs; they are new to the network only when it was trained on the first 50,000 images
+(``rate_distortion.py --n-train 50000 --train-only``), which is how networks (their
+epochs, say) are compared without the test set. Quality only: not timed, run niced
+without the lock::
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 19 \\
         python benchmarks/codec_decorrelate.py --model CACHE/ae-1000-500-250-48-....skdae
@@ -35,6 +40,8 @@ def parse_args(argv=None):
     add_held_out_arguments(parser)
     parser.add_argument("--budgets", default="3,3.5,4,4.5,5",
                         help="comma-separated n_bits (coded bits per unit)")
+    parser.add_argument("--at-bpp", type=float, default=0.25,
+                        help="rate at which each curve's PSNR is also reported (interpolated)")
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_decorrelate.json")
     parser.add_argument("--merge", action="store_true", help="add to --out's runs")
     return parser.parse_args(argv)
@@ -52,6 +59,15 @@ def correlation_summary(codes):
     bound = 0.5 * (np.sum(np.log2(np.diag(covariance))) - logdet / np.log(2))
     return {"max_abs_correlation": float(off.max()), "mean_abs_correlation": float(off.mean()),
             "gaussian_bound_bits_per_sample": float(bound)}
+
+
+def _interpolated(points, bpp):
+    """PSNR of a curve at ``bpp`` (linear between its points), None outside them."""
+    points = sorted(points, key=lambda p: p["bpp"])
+    rates = [p["bpp"] for p in points]
+    if not rates[0] <= bpp <= rates[-1]:
+        return None
+    return float(np.interp(bpp, rates, [p["psnr"] for p in points]))
 
 
 def main(argv=None):
@@ -76,15 +92,16 @@ def main(argv=None):
             log(f"decorrelate={decorrelate} n_bits={codec.n_bits:g}: "
                 f"{points[-1]['bpp']:.4f} bpp, {points[-1]['psnr']:.2f} dB")
         curves["decorrelated" if decorrelate else "plain"] = points
-    plain = sorted(curves["plain"], key=lambda p: p["bpp"])
-    rates = [p["bpp"] for p in plain]
     for point in curves["decorrelated"]:
-        inside = rates[0] <= point["bpp"] <= rates[-1]
-        point["gain_db"] = (point["psnr"] - float(np.interp(point["bpp"], rates,
-                                                            [p["psnr"] for p in plain]))
-                            if inside else None)
+        plain_psnr = _interpolated(curves["plain"], point["bpp"])
+        point["gain_db"] = None if plain_psnr is None else point["psnr"] - plain_psnr
+    # The network's own (float) PSNR on the held-out rows: what no codec of it can beat.
+    float_out = np.clip(model.inverse_transform(model.transform(X_val)), 0, 1)
+    float_psnr = float(psnr(X_val, float_out))
+    at_bpp = {name: _interpolated(points, args.at_bpp) for name, points in curves.items()}
     run = {"model": {"file": args.model.name, "hidden": list(model.hidden_layer_sizes),
-                     "n_iter_": model.n_iter_},
+                     "n_iter_": model.n_iter_, "float_psnr": float_psnr},
+           "psnr_at_bpp": {"bpp": args.at_bpp, **at_bpp},
            "fit_rows": args.fit_rows, "held_out": args.held_out, "budgets": budgets,
            "codes": summary, **curves}
     report = {
@@ -110,6 +127,8 @@ def main(argv=None):
         gain = "-" if b["gain_db"] is None else f"{b['gain_db']:+.2f}"
         print(f"{a['n_bits']:>6g} {a['bpp']:>10.4f} {a['psnr']:>6.2f} {b['bpp']:>12.4f} "
               f"{b['psnr']:>6.2f} {gain:>6}")
+    print(f"float codes {float_psnr:.2f} dB; at {args.at_bpp:g} bpp: "
+          + ", ".join(f"{name} {'-' if v is None else f'{v:.2f}'} dB" for name, v in at_bpp.items()))
     log(f"wrote {args.out}")
     return 0
 
