@@ -10,7 +10,9 @@ images:
   deflate per archive: the default) and ``rd-qat`` (``rd`` plus quantization-aware
   fine-tuning of a copy of the autoencoder on the first ``qat_rows`` training images), and on
   request ``rd-qat-rate`` (``rd-qat`` with the rate term: one point per rate weight
-  ``rate_weight`` and budget, the weight choosing where on its curve a point lands). Each
+  ``rate_weight`` and budget, the weight choosing where on its curve a point lands) and
+  ``rd-residual`` (a scalable design for high rates: the ``rd`` codec plus PCA of its
+  residuals through a second ``rd`` codec, one point per base and residual budget). Each
   point gives the rate of one archive holding all test images (header included) and the
   rate per image (each image compressed alone, its archive's fixed header left out);
 * JPEG, WebP, AVIF and JPEG 2000 (a raw codestream with two resolution levels, as 28 x 28
@@ -101,6 +103,12 @@ FULL = {
     # rd-qat-rate's fine_tune_loss: "model" (cross-entropy for these Bernoulli-input
     # networks) or "squared_error", the error PSNR counts (--rate-loss).
     "rate_loss": "model",
+    # rd-residual (a scalable design for the high rates of AVIF's lowest point): the rd
+    # codec at each base budget, plus PCA of its residuals through an rd codec at each
+    # residual budget (average coded bits over all 784 residual components: 0.1 is about
+    # 0.1 bpp). Chosen before any result, to span 0.3-1 bpp with the code 196 network.
+    "residual_base_budgets": (1.0, 1.5, 2.0, 2.5, 3.0),
+    "residual_budgets": (0.05, 0.1, 0.15, 0.2, 0.3),
     "jpeg_qualities": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     # q1-q4 fill the gap between q0 (0.41 bpp) and q5 (0.77 bpp), where a target compares.
     "webp_qualities": (0, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
@@ -127,15 +135,22 @@ QUICK = {
     "rate_epochs": 1,
     "rate_learning_rate": None,
     "rate_loss": "model",
+    "residual_base_budgets": (1.0,),
+    "residual_budgets": (0.1, 0.3),
     "jpeg_qualities": (5, 20, 50, 90),
     "webp_qualities": (5, 20, 50, 90),
     "avif_qualities": (0, 20, 50),
     "jp2_qualities": (20, 28, 36),
 }
 SECTIONS = ("autoencoder", "pca", "anchors")
-VARIANTS = ("uniform", "rd", "rd-qat", "rd-qat-rate")
+VARIANTS = ("uniform", "rd", "rd-qat", "rd-qat-rate", "rd-residual")
 # Variants that fine-tune the model, so autoencoders only.
 QAT_VARIANTS = ("rd-qat", "rd-qat-rate")
+# Variants of autoencoders only (PCA plus PCA of its residual is more PCA).
+AUTOENCODER_VARIANTS = QAT_VARIANTS + ("rd-residual",)
+# The config key of each variant's budgets (bit depths for uniform).
+BUDGET_KEYS = (("uniform", "n_bits"), ("rd", "budgets"), ("rd-qat", "qat_budgets"),
+               ("rd-qat-rate", "rate_budgets"), ("rd-residual", "residual_base_budgets"))
 
 
 def parse_args(argv=None):
@@ -169,7 +184,8 @@ def parse_args(argv=None):
         help="comma-separated codec variants: uniform (n_bits each, deflate), rd "
         "(rate-distortion allocation, auto coder), rd-qat (rd with quantization-aware "
         "fine-tuning; autoencoders only), rd-qat-rate (rd-qat with the rate term "
-        "weights --rate-weights) (default: uniform,rd,rd-qat)",
+        "weights --rate-weights), rd-residual (rd plus its residual through PCA and an rd "
+        "codec; autoencoders only) (default: uniform,rd,rd-qat)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
@@ -209,6 +225,11 @@ def parse_args(argv=None):
     parser.add_argument("--rate-weights",
                         help="comma-separated rate terms of rd-qat-rate (Codec's rate_weight; "
                         "default 0.005,0.01,0.02,0.05)")
+    parser.add_argument("--residual-base-budgets",
+                        help="comma-separated budgets of rd-residual's codes")
+    parser.add_argument("--residual-budgets",
+                        help="comma-separated budgets of rd-residual's residual (average "
+                        "coded bits over all its PCA components)")
     parser.add_argument("--n-bits", help="comma-separated uniform bit depths")
     parser.add_argument(
         "--untimed", action="store_true",
@@ -255,7 +276,8 @@ def parse_args(argv=None):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     for key, kind in (("budgets", float), ("qat_budgets", float), ("rate_budgets", float),
-                      ("rate_weights", float), ("n_bits", int)):
+                      ("rate_weights", float), ("residual_base_budgets", float),
+                      ("residual_budgets", float), ("n_bits", int)):
         if getattr(args, key):
             config[key] = tuple(kind(v) for v in getattr(args, key).split(","))
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -373,6 +395,8 @@ def codec_series(name, model, X_train, X_test, config, variant):
         n_bits, params = config["n_bits"], dict(allocation="uniform", coder="zlib")
     elif variant == "rd":
         n_bits, params = config["budgets"], {}
+    elif variant == "rd-residual":
+        n_bits, params = config["residual_base_budgets"], {}
     elif variant == "rd-qat":
         n_bits, params = config["qat_budgets"], dict(fine_tune_epochs=config["qat_epochs"])
     else:
@@ -403,34 +427,91 @@ def codec_series(name, model, X_train, X_test, config, variant):
         decompress_s = time.perf_counter() - start
         info = archive_info(data)
         per_image = codec.payload_bytes(X_test)
-        points.append(
-            {
-                "n_bits": codec.n_bits,
-                **{k: v for k, v in params.items() if k != "coder"},
-                **({"rate_weight": codec.rate_weight} if sweep else {}),
-                "coder": info.coder,
-                "bytes": len(data),
-                "bpp": info.bits_per_pixel,
-                "bpp_per_image_payload": 8 * float(per_image.sum()) / n_pixels,
-                "psnr": psnr(X_test, np.clip(X_rec, 0, 1)),
-                "psnr_unclipped": psnr(X_test, X_rec),
-                "raw_bpp": 8 * info.raw_code_bytes / n_pixels,
-                "unit_bits": codec.unit_bits_.tolist(),
-                "compress_s": compress_s,
-                "codec_own_s": max(compress_s - transform_s, 0.0),
-                "decompress_s": decompress_s,
-            }
-        )
-        p = points[-1]
-        log(
-            f"  {name} n_bits={codec.n_bits}"
-            + (f" rate_weight={codec.rate_weight:g}" if sweep else "")
-            + f": {p['bpp']:.3f} bpp ({p['coder']}; per image "
-            f"{p['bpp_per_image_payload']:.3f}), {p['psnr']:.2f} dB, "
-            f"compress {compress_s:.2f} s"
-        )
+        point = {
+            "n_bits": codec.n_bits,
+            **{k: v for k, v in params.items() if k != "coder"},
+            **({"rate_weight": codec.rate_weight} if sweep else {}),
+            "coder": info.coder,
+            "bytes": len(data),
+            "bpp": info.bits_per_pixel,
+            "bpp_per_image_payload": 8 * float(per_image.sum()) / n_pixels,
+            "psnr": psnr(X_test, np.clip(X_rec, 0, 1)),
+            "psnr_unclipped": psnr(X_test, X_rec),
+            "raw_bpp": 8 * info.raw_code_bytes / n_pixels,
+            "unit_bits": codec.unit_bits_.tolist(),
+            "compress_s": compress_s,
+            "codec_own_s": max(compress_s - transform_s, 0.0),
+            "decompress_s": decompress_s,
+        }
+        new = [point] if variant != "rd-residual" else residual_points(
+            point, codec, X_rec, data, per_image, fit_rows, X_test, config)
+        for p in new:
+            log(
+                f"  {name} n_bits={codec.n_bits}"
+                + (f" rate_weight={codec.rate_weight:g}" if sweep else "")
+                + (f" residual_n_bits={p['residual_n_bits']:g}" if "residual_n_bits" in p
+                   else "")
+                + f": {p['bpp']:.3f} bpp ({p['coder']}; per image "
+                f"{p['bpp_per_image_payload']:.3f}), {p['psnr']:.2f} dB, "
+                f"compress {p['compress_s']:.2f} s"
+            )
+        points += new
     return {"warmup_s": warmup_s, "transform_s": transform_s, "fit_s": fit_s,
             "fit_rows": len(fit_rows), "points": points}
+
+
+def residual_points(point, codec, X_rec, data, per_image, X_train, X_test, config):
+    """Points of ``rd-residual``: ``codec``'s reconstruction (``X_rec`` of ``X_test``,
+    from the archive ``data``; ``point`` is its own point) plus PCA of its residual
+    through an rd codec, one point per ``residual_budgets``.
+
+    The PCA keeps every component and is fitted on the training residuals through the
+    quantized codes (what a decoder adds them to); the rate-distortion allocation gives
+    bits to the components worth them. A point's bytes, rates and times are the two
+    archives' together, each image's rate its two payloads.
+    """
+    from sklearn.decomposition import PCA
+
+    from skdae._metrics import psnr
+    from skdae.codec import archive_info, fit_codecs
+
+    X_train = np.asarray(X_train, dtype=np.float32)
+    base_train = np.clip(codec.decompress(codec.compress(X_train)), 0, 1)
+    residual_train = X_train - base_train
+    del base_train
+    pca = PCA(X_train.shape[1], svd_solver="full").fit(residual_train)
+    residual_codecs = fit_codecs(pca, residual_train, list(config["residual_budgets"]))
+    del residual_train
+    base = np.clip(X_rec, 0, 1)
+    residual_test = (X_test - base).astype(np.float32)
+    n_pixels = X_test.size
+    points = []
+    for residual_codec in residual_codecs:
+        start = time.perf_counter()
+        residual_data = residual_codec.compress(residual_test)
+        compress_s = time.perf_counter() - start
+        start = time.perf_counter()
+        out = base + residual_codec.decompress(residual_data)
+        decompress_s = time.perf_counter() - start
+        info = archive_info(residual_data)
+        residual_per_image = residual_codec.payload_bytes(residual_test)
+        points.append({
+            **point,
+            "residual_n_bits": residual_codec.n_bits,
+            "residual_coder": info.coder,
+            "residual_units_coded": int(np.count_nonzero(residual_codec.unit_bits_)),
+            "bytes": len(data) + len(residual_data),
+            "bpp": 8 * (len(data) + len(residual_data)) / n_pixels,
+            "bpp_per_image_payload": 8 * float(per_image.sum() + residual_per_image.sum())
+            / n_pixels,
+            "psnr": psnr(X_test, np.clip(out, 0, 1)),
+            "psnr_unclipped": psnr(X_test, out),
+            "raw_bpp": point["raw_bpp"] + 8 * info.raw_code_bytes / n_pixels,
+            "compress_s": point["compress_s"] + compress_s,
+            "codec_own_s": point["codec_own_s"] + compress_s,
+            "decompress_s": point["decompress_s"] + decompress_s,
+        })
+    return points
 
 
 # ------------------------------------------------------------------- Pillow formats
@@ -566,19 +647,24 @@ def envelope(points, rate, key="bpp"):
     return max(best) if best else None
 
 
+def pareto_front(points, key="bpp"):
+    """The points of a curve with a better PSNR than every point of lower rate, by rate."""
+    front, best = [], -np.inf
+    for p in sorted((p for p in points if p[key] is not None), key=lambda p: p[key]):
+        if p["psnr"] is not None and p["psnr"] > best:
+            front.append(p)
+            best = p["psnr"]
+    return front
+
+
 def interpolated(points, rate, key="bpp"):
     """PSNR at ``rate`` on the straight lines joining the Pareto points (best PSNR for
     their rate) of a curve: what settings between two measured ones would about give.
     None below the lowest rate; the best PSNR above the highest."""
-    front, best = [], -np.inf
-    for p in sorted((p for p in points if p[key] is not None), key=lambda p: p[key]):
-        if p["psnr"] is not None and p["psnr"] > best:
-            front.append((p[key], p["psnr"]))
-            best = p["psnr"]
-    if not front or rate < front[0][0]:
+    front = pareto_front(points, key)
+    if not front or rate < front[0][key]:
         return None
-    rates, psnrs = zip(*front)
-    return float(np.interp(rate, rates, psnrs))
+    return float(np.interp(rate, [p[key] for p in front], [p["psnr"] for p in front]))
 
 
 def _points(series, model=None, name=None):
@@ -664,6 +750,8 @@ def print_table(series):
                 setting, bpp = f"{p['n_bits']:g} bits", p["bpp"]
                 if p.get("rate_weight"):
                     setting += f" rw {p['rate_weight']:g}"
+                if p.get("residual_n_bits"):
+                    setting += f" + {p['residual_n_bits']:g}"
                 bare, coder = f"{p['bpp_per_image_payload']:.3f}", p["coder"]
             else:
                 setting = "lossless" if s["kind"] == "lossless" else f"q={p['quality']}"
@@ -680,7 +768,7 @@ def plot(series, path, title):
 
     fig, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True)
     colors = {30: "C0", 48: "C8", 64: "C1", 196: "C2"}
-    styles = {"uniform": ":", "rd": "-", "rd-qat": "-", "rd-qat-rate": "-."}
+    styles = {"uniform": ":", "rd": "-", "rd-qat": "-", "rd-qat-rate": "-.", "rd-residual": "--"}
     anchor_colors = {"JPEG": "C3", "WebP": "C5", "AVIF": "C6", "JPEG 2000": "C7"}
     for ax, (key, anchor_key, label) in zip(axes, [
             ("bpp", "bpp_file", "one archive of all images / one file per image"),
@@ -688,8 +776,10 @@ def plot(series, path, title):
         for s in series:
             pts = s["points"]
             if s["kind"] == "codec":
-                # A rate-weight sweep's points come per weight, not in order of rate.
-                pts = sorted(pts, key=lambda p: p[key])
+                # A rate-weight sweep's points come per weight, not in order of rate;
+                # rd-residual's grid of two budgets is drawn as its best points.
+                pts = (pareto_front(pts, key) if s["variant"] == "rd-residual"
+                       else sorted(pts, key=lambda p: p[key]))
                 marker = "o" if s["model"] == "autoencoder" else "s"
                 ax.plot([p[key] for p in pts], [p["psnr"] for p in pts],
                         styles.get(s["variant"], "-") + marker,
@@ -763,7 +853,7 @@ def main(argv=None):
             models.append(("pca", *pca(size, X_train, config["seed"])))
         for kind, model, meta in models:
             for variant in config["variants"]:
-                if variant in QAT_VARIANTS and kind != "autoencoder":
+                if variant in AUTOENCODER_VARIANTS and kind != "autoencoder":
                     continue
                 name = f"{'AE' if kind == 'autoencoder' else 'PCA'}-{size} {variant}"
                 if args.label and kind == "autoencoder":
@@ -803,9 +893,8 @@ def main(argv=None):
 
     targets = check_targets(series)
     defaults = QUICK if args.quick else FULL
-    budgets = {variant: list(config[key]) for variant, key in (
-        ("uniform", "n_bits"), ("rd", "budgets"), ("rd-qat", "qat_budgets"),
-        ("rd-qat-rate", "rate_budgets")) if variant in config["variants"]}
+    budgets = {variant: list(config[key]) for variant, key in BUDGET_KEYS
+               if variant in config["variants"]}
     runs.append({
         "command": "python benchmarks/rate_distortion.py " + " ".join(sys.argv[1:]
                                                                      if argv is None else argv),
@@ -818,12 +907,13 @@ def main(argv=None):
             "rate_learning_rate": config["rate_learning_rate"],
             "rate_loss": config["rate_loss"]}
            if "rd-qat-rate" in budgets else {}),
+        **({"residual_budgets": list(config["residual_budgets"])}
+           if "rd-residual" in budgets else {}),
         **({"budgets_note": "budgets given on the command line: a codec runs at any "
             "budget, and these sample the envelopes more densely (chosen from the rates "
             "of an earlier run, never fitted on the test images)"}
-           if any(budgets[v] != list(defaults[key]) for v, key in (
-               ("uniform", "n_bits"), ("rd", "budgets"), ("rd-qat", "qat_budgets"),
-               ("rd-qat-rate", "rate_budgets")) if v in budgets) else {}),
+           if any(budgets[v] != list(defaults[key]) for v, key in BUDGET_KEYS
+                  if v in budgets) else {}),
         "timed": not args.untimed,
         **({"timings_note": "niced run outside the benchmark lock on a loaded shared "
             "machine: rates and PSNRs are exact; every seconds field (train_s, fit_s, "
