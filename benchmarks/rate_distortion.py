@@ -419,14 +419,8 @@ def codec_series(name, model, X_train, X_test, config, variant):
         f"in {fit_s:.1f} s")
     points = []
     for codec in codecs:
-        start = time.perf_counter()
-        data = codec.compress(X_test)
-        compress_s = time.perf_counter() - start
-        start = time.perf_counter()
-        X_rec = codec.decompress(data)
-        decompress_s = time.perf_counter() - start
+        data, X_rec, compress_s, decompress_s, per_image = round_trip(codec, X_test)
         info = archive_info(data)
-        per_image = codec.payload_bytes(X_test)
         point = {
             "n_bits": codec.n_bits,
             **{k: v for k, v in params.items() if k != "coder"},
@@ -460,6 +454,18 @@ def codec_series(name, model, X_train, X_test, config, variant):
             "fit_rows": len(fit_rows), "points": points}
 
 
+def round_trip(codec, X):
+    """``(archive, reconstructions, compress s, decompress s, per-image payload bytes)``
+    of ``X`` through ``codec``."""
+    start = time.perf_counter()
+    data = codec.compress(X)
+    compress_s = time.perf_counter() - start
+    start = time.perf_counter()
+    X_rec = codec.decompress(data)
+    decompress_s = time.perf_counter() - start
+    return data, X_rec, compress_s, decompress_s, codec.payload_bytes(X)
+
+
 def residual_points(point, codec, X_rec, data, per_image, X_train, X_test, config):
     """Points of ``rd-residual``: ``codec``'s reconstruction (``X_rec`` of ``X_test``,
     from the archive ``data``; ``point`` is its own point) plus PCA of its residual
@@ -487,14 +493,10 @@ def residual_points(point, codec, X_rec, data, per_image, X_train, X_test, confi
     n_pixels = X_test.size
     points = []
     for residual_codec in residual_codecs:
-        start = time.perf_counter()
-        residual_data = residual_codec.compress(residual_test)
-        compress_s = time.perf_counter() - start
-        start = time.perf_counter()
-        out = base + residual_codec.decompress(residual_data)
-        decompress_s = time.perf_counter() - start
+        residual_data, residual_rec, compress_s, decompress_s, residual_per_image = (
+            round_trip(residual_codec, residual_test))
+        out = base + residual_rec
         info = archive_info(residual_data)
-        residual_per_image = residual_codec.payload_bytes(residual_test)
         points.append({
             **point,
             "residual_n_bits": residual_codec.n_bits,
