@@ -800,10 +800,12 @@ def plot(series, path, title):
         ax.set_xlabel(f"bits per pixel ({label})")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("PSNR (dB, peak 1.0)")
-    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # Beside the plots: inside, the many series' legend hides the curves.
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
