@@ -31,6 +31,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+from _common import log, machine, use_local_mnist  # noqa: E402
+
 DEFAULT_CACHE = Path(os.environ.get("SKDAE_CACHE_DIR", "~/.cache/skdae")).expanduser()
 
 
@@ -54,10 +57,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "codec_rate_term.json")
     return parser.parse_args(argv)
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def floats(text):
@@ -141,9 +140,6 @@ def envelope_psnr(points, bpp):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from _common import machine, use_local_mnist
-
     import skdae
     from skdae.datasets import load_mnist
 

@@ -54,7 +54,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import RECIPES, recipe_params  # noqa: E402
+from _common import RECIPES, log, recipe_params  # noqa: E402
 
 RESULTS = HERE / "results"
 DEFAULT_CACHE = Path(os.environ.get("SKDAE_CACHE_DIR", "~/.cache/skdae")).expanduser()
@@ -297,10 +297,6 @@ def parse_args(argv=None):
     if args.out_dir is None:
         args.out_dir = args.cache_dir / "quick" if args.quick else RESULTS
     return args, config
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------- models

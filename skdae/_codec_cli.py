@@ -89,17 +89,15 @@ def _describe(model, n_features):
 
 def cmd_train(args):
     from ._persist import save
-    from .codec import Codec
+    from .codec import _FINE_TUNING_ROLES, Codec
 
     if not args.fine_tune_epochs:
-        # Before the samples are read: the options of fine-tuning need it asked for.
-        for option, value, off in (("--rate-weight", args.rate_weight, 0.0),
-                                   ("--fine-tune-learning-rate", args.fine_tune_learning_rate,
-                                    None),
-                                   ("--fine-tune-loss", args.fine_tune_loss, "model")):
-            if value != off:
-                raise ValueError(f"{option} is a setting of quantization-aware fine-tuning: "
-                                 "give --fine-tune-epochs too")
+        # Codec._check_fine_tuning's rule (options named as its parameters, the same off
+        # values), checked here before the samples are read.
+        for name in _FINE_TUNING_ROLES:
+            if getattr(args, name) != Codec._params_added_after_v1[name]:
+                raise ValueError(f"--{name.replace('_', '-')} is a setting of "
+                                 "quantization-aware fine-tuning: give --fine-tune-epochs too")
     X, mode = read_samples(args.inputs, limit=args.limit, progress=not args.quiet)
     shape = X.shape[1:]
     X2 = X.reshape(len(X), -1)
